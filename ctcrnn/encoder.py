@@ -1,0 +1,99 @@
+"""The RNN encoder stack: stacked (bi)directional GRU/LSTM over padded, variable-length sequences.
+
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from . import cells
+from .registry import closest
+
+
+@dataclass
+class EncoderConfig:
+    cell: str = "gru"            # gru | lstm
+    impl: str = "fused"          # fused: torch.nn.GRU/LSTM (cuDNN on GPU) | reference: ctcrnn.cells, from the equations
+    hidden_size: int = 128       # per direction
+    num_layers: int = 2
+    bidirectional: bool = True
+    dropout: float = 0.0         # between RNN layers and on the encoder output
+    projection: int = 0          # > 0: a linear layer maps the output to this size
+
+    def __post_init__(self):
+        if self.cell not in ("gru", "lstm"):
+            raise ValueError(f"encoder.cell must be 'gru' or 'lstm', got {self.cell!r}")
+        if self.impl not in ("fused", "reference"):
+            raise ValueError(f"encoder.impl must be 'fused' or 'reference', got {self.impl!r}")
+        if self.hidden_size <= 0 or self.num_layers <= 0 or self.projection < 0:
+            raise ValueError(f"encoder sizes must be positive: {asdict(self)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"encoder.dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def resolve(cls, defaults: dict, overrides: "dict | EncoderConfig | None") -> "EncoderConfig":
+        """An entry's defaults updated by user overrides; unknown keys name the closest field."""
+        if isinstance(overrides, EncoderConfig):
+            return overrides
+        names = {f.name for f in fields(cls)}
+        for key in overrides or {}:
+            if key not in names:
+                raise TypeError(f"encoder has no field {key!r}{closest(key, names)}; fields: {', '.join(sorted(names))}")
+        return cls(**{**defaults, **{k: v for k, v in (overrides or {}).items() if v is not None}})
+
+    @property
+    def out_dim(self) -> int:
+        return self.projection or self.hidden_size * (2 if self.bidirectional else 1)
+
+
+RNN_CLASSES = {
+    ("gru", "fused"): nn.GRU, ("lstm", "fused"): nn.LSTM,
+    ("gru", "reference"): cells.GRU, ("lstm", "reference"): cells.LSTM,
+}
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence within its own length; padding frames stay where they are. (B, T, F)."""
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+    lengths = lengths.to(x.device)[:, None]
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return x.gather(1, index[..., None].expand_as(x))
+
+
+class RNNEncoder(nn.Module):
+    """(B, T, F) features + (B,) lengths -> (B, T, out_dim); frames past a sample's length are zero.
+
+    Each layer runs one unidirectional RNN per direction on the padded batch; the backward one reads
+    every sequence reversed *within its length*. Padding therefore only ever follows a sequence's
+    real frames, so neither direction reads it: a sample's output is the same alone or in a batch
+    with longer samples (the "results change with batch size" bug). On the CPU this is 2-4x faster
+    than packing (PackedSequence), whose per-step batch bookkeeping dominates at these sizes.
+    """
+
+    def __init__(self, input_size: int, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        rnn_class = RNN_CLASSES[(config.cell, config.impl)]
+        directions = 2 if config.bidirectional else 1
+        self.layers = nn.ModuleList(
+            nn.ModuleList(rnn_class(input_size if layer == 0 else config.hidden_size * directions, config.hidden_size,
+                                    batch_first=True) for _ in range(directions))
+            for layer in range(config.num_layers))
+        self.dropout = nn.Dropout(config.dropout)
+        width = config.hidden_size * directions
+        self.projection = nn.Linear(width, config.projection) if config.projection else nn.Identity()
+        self.out_dim = config.out_dim
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None])[..., None]
+        for index, directions in enumerate(self.layers):
+            if index > 0:
+                x = self.dropout(x)
+            outputs = [directions[0](x)[0]]
+            if len(directions) == 2:
+                outputs.append(reverse_padded(directions[1](reverse_padded(x, lengths))[0], lengths))
+            x = torch.cat(outputs, dim=-1)
+        return self.projection(self.dropout(x * valid))

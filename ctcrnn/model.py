@@ -1,0 +1,56 @@
+"""The one model contract: frontend -> RNN encoder -> linear CTC head.
+
+``model(x, lengths) -> (log_probs (B, T', V), out_lengths (B,))``, blank = index 0.
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...);
+modalities subclass :class:`Frontend`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .encoder import EncoderConfig, RNNEncoder
+
+BLANK = 0
+
+
+def conv_output_lengths(lengths: torch.Tensor, kernel: int, stride: int = 1, padding: int = 0,
+                        dilation: int = 1) -> torch.Tensor:
+    """Output length of a 1-D convolution or pooling along time, as torch computes it."""
+    return torch.div(lengths + 2 * padding - dilation * (kernel - 1) - 1, stride, rounding_mode="floor") + 1
+
+
+class Frontend(nn.Module):
+    """Maps each time step to a feature vector: (B, T, *step_shape) -> (B, T', out_dim).
+
+    Subclasses set ``out_dim`` and override :meth:`output_lengths` when they change the time axis
+    (subsampling); the CTC feasibility check relies on it being exact.
+    """
+
+    out_dim: int
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class CTCModel(nn.Module):
+    """frontend -> RNN encoder -> linear head -> log-softmax over V classes (blank = 0)."""
+
+    def __init__(self, frontend: Frontend, encoder: EncoderConfig, num_classes: int):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"a CTC model needs blank plus at least one label, got num_classes={num_classes}")
+        self.frontend = frontend
+        self.encoder = RNNEncoder(frontend.out_dim, encoder)
+        self.head = nn.Linear(self.encoder.out_dim, num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out_lengths = self.frontend.output_lengths(lengths)
+        features = self.frontend(x, lengths)
+        hidden = self.encoder(features, out_lengths)
+        # CTC wants float32 log-probs even under mixed precision.
+        return self.head(hidden).float().log_softmax(dim=-1), out_lengths
