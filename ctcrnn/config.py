@@ -33,17 +33,17 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
-    batch_size: int = 16
+    batch_size: int = 8
     eval_batch_size: int = 32
-    num_workers: int = 1              # DataLoader workers; clips are made/decoded there, not in the step
+    num_workers: int = 0              # DataLoader workers (clips are made/decoded there, not in the step); 0 = in process
 
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 12
-    lr: float = 3e-3                  # peak AdamW learning rate
+    max_epochs: int = 7
+    lr: float = 5e-3                  # peak AdamW learning rate
     weight_decay: float = 0.01
-    warmup_steps: int = 100           # linear warm-up, then cosine decay to 0 at the last step
+    warmup_steps: int = 200           # linear warm-up, then cosine decay to 0 at the last step
     grad_clip: float = 5.0            # max global gradient norm; 0 = off
     seed: int = 0
     device: str = "auto"              # auto (CUDA when present) | cpu | cuda | cuda:N
@@ -82,10 +82,11 @@ def _coerce(value: Any, kind: type, key: str) -> Any:
         if str(value).lower() in ("false", "0", "no", "off"):
             return False
     elif kind is int and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
         try:
-            if float(value) == int(float(value)):
-                return int(float(value))
-        except (TypeError, ValueError):
+            return int(str(value).strip())
+        except ValueError:
             pass
     elif kind is float and not isinstance(value, bool):
         try:
@@ -103,6 +104,23 @@ def _coerce(value: Any, kind: type, key: str) -> Any:
     raise ConfigError(f"{key} expects {kind.__name__}, got {value!r}")
 
 
+class RawText(str):
+    """An override's text before YAML parsing: a ``str`` field takes it verbatim (``run_name=no`` stays "no")."""
+
+    def __new__(cls, raw: str, parsed: Any):
+        text = super().__new__(cls, raw)
+        text.parsed = parsed
+        return text
+
+
+def _value_for(value: Any, kind: type, key: str) -> Any:
+    if isinstance(value, RawText):
+        if kind in (str, int, float):  # the text itself: no YAML octal, "no" -> False or 1e-3 -> "1e-3" surprises
+            return _coerce(str(value), kind, key)
+        return _coerce(value.parsed, kind, key)
+    return _coerce(value, kind, key)
+
+
 def _set(node: Any, parts: list[str], value: Any, path: str, schema: type | None = None) -> None:
     key = parts[0]
     where = path + key
@@ -111,16 +129,18 @@ def _set(node: Any, parts: list[str], value: Any, path: str, schema: type | None
             hints = typing.get_type_hints(schema)
             if key not in hints:
                 raise ConfigError(f"unknown key {where!r}{closest(key, hints)}")
-            node[key] = _coerce(value, hints[key], where)
+            node[key] = _value_for(value, hints[key], where)
         elif len(parts) > 1:
             _set(node.setdefault(key, {}), parts[1:], value, where + ".")
         else:
-            node[key] = value
+            node[key] = value.parsed if isinstance(value, RawText) else value
         return
     hints = typing.get_type_hints(type(node))
     if key not in hints:
         raise ConfigError(f"unknown key {where!r}{closest(key, hints)}")
     current = getattr(node, key)
+    if isinstance(value, RawText) and (dataclasses.is_dataclass(current) or hints[key] is dict) and len(parts) == 1:
+        value = value.parsed
     if dataclasses.is_dataclass(current):
         if len(parts) == 1:
             if not isinstance(value, dict):
@@ -138,7 +158,7 @@ def _set(node: Any, parts: list[str], value: Any, path: str, schema: type | None
         return
     if len(parts) > 1:
         raise ConfigError(f"{where} is a {hints[key].__name__}, it has no key {parts[1]!r}")
-    setattr(node, key, _coerce(value, hints[key], where))
+    setattr(node, key, _value_for(value, hints[key], where))
 
 
 def apply_override(cfg: Config, override: str) -> None:
@@ -147,10 +167,10 @@ def apply_override(cfg: Config, override: str) -> None:
         raise ConfigError(f"override {override!r} must look like key.sub=value")
     key, raw = override.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        parsed = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        value = raw
-    _set(cfg, key.strip().split("."), value, "")
+        parsed = raw
+    _set(cfg, key.strip().split("."), RawText(raw, parsed), "")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:

@@ -18,14 +18,18 @@ def min_ctc_frames(target: list[int]) -> int:
     return len(target) + repeats
 
 
-def infeasibility(target: list[int], out_length: int, num_classes: int) -> str | None:
+def check_labels(target: list[int], num_classes: int, sample_id: str) -> None:
+    """Blank or out-of-range labels are a vocabulary bug, not a hard sample: raise, naming the sample."""
+    bad = sorted({t for t in target if t == BLANK or not 0 <= t < num_classes})
+    if bad:
+        raise ValueError(f"transcript of {sample_id} holds label indices {bad}, but labels must lie in "
+                         f"[1, {num_classes}) (0 is the blank): the dataset and the model's label list disagree")
+
+
+def infeasibility(target: list[int], out_length: int) -> str | None:
     """Why ``target`` cannot be trained with ``out_length`` frames, or None if it can."""
     if len(target) == 0:
         return "empty transcript"
-    if any(t == BLANK for t in target):
-        return f"transcript contains the blank index {BLANK}"
-    if any(t < 0 or t >= num_classes for t in target):
-        return f"label index out of range [1, {num_classes})"
     need = min_ctc_frames(target)
     if need > out_length:
         return (f"{len(target)} labels ({need - len(target)} repeats) need {need} frames but the model "
@@ -46,8 +50,9 @@ def ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, targets: list[l
 
     log_probs: (B, T, V) float log-probabilities; out_lengths: (B,); targets: B label lists.
     """
-    num_classes = log_probs.shape[-1]
-    reasons = [infeasibility(t, int(n), num_classes) for t, n in zip(targets, out_lengths.tolist())]
+    for target, sample_id in zip(targets, ids):
+        check_labels(target, log_probs.shape[-1], sample_id)
+    reasons = [infeasibility(t, int(n)) for t, n in zip(targets, out_lengths.tolist())]
     keep = [i for i, r in enumerate(reasons) if r is None]
     skipped = [(ids[i], r) for i, r in enumerate(reasons) if r is not None]
     if not keep:

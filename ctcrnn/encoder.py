@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import cells
-from .registry import closest
+from .registry import RegistryError, closest
 
 
 @dataclass
@@ -41,7 +41,7 @@ class EncoderConfig:
         names = {f.name for f in fields(cls)}
         for key in overrides or {}:
             if key not in names:
-                raise TypeError(f"encoder has no field {key!r}{closest(key, names)}; fields: {', '.join(sorted(names))}")
+                raise RegistryError(f"encoder has no field {key!r}{closest(key, names)}; fields: {', '.join(sorted(names))}")
         return cls(**{**defaults, **{k: v for k, v in (overrides or {}).items() if v is not None}})
 
     @property
@@ -96,4 +96,4 @@ class RNNEncoder(nn.Module):
             if len(directions) == 2:
                 outputs.append(reverse_padded(directions[1](reverse_padded(x, lengths))[0], lengths))
             x = torch.cat(outputs, dim=-1)
-        return self.projection(self.dropout(x * valid))
+        return self.projection(self.dropout(x)) * valid

@@ -23,11 +23,13 @@ def conv_output_lengths(lengths: torch.Tensor, kernel: int, stride: int = 1, pad
 class Frontend(nn.Module):
     """Maps each time step to a feature vector: (B, T, *step_shape) -> (B, T', out_dim).
 
-    Subclasses set ``out_dim`` and override :meth:`output_lengths` when they change the time axis
-    (subsampling); the CTC feasibility check relies on it being exact.
+    Subclasses set ``out_dim`` and, when they subsample time, ``stride`` and :meth:`output_lengths`
+    (the CTC feasibility check relies on it being exact). Output frame j is taken to be centred on
+    input frame ``j * stride`` (true for centred, zero-padded convolutions and poolings).
     """
 
     out_dim: int
+    stride: int = 1
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths

@@ -5,6 +5,7 @@ Modalities and the zoo register their builders here on import.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import inspect
@@ -22,6 +23,10 @@ def drop_none(kwargs: dict) -> dict:
     return {k: drop_none(v) if isinstance(v, dict) else v for k, v in kwargs.items() if v is not None}
 
 
+class RegistryError(ValueError):
+    """An unknown or duplicate name, or an argument the builder does not take."""
+
+
 class Registry:
     """A named table of builder functions; refuses duplicates and unknown names."""
 
@@ -33,14 +38,14 @@ class Registry:
         def add(f: Callable) -> Callable:
             key = name or f.__name__
             if key in self._entries:
-                raise ValueError(f"{self.kind} {key!r} is already registered by {self._entries[key].__module__}")
+                raise RegistryError(f"{self.kind} {key!r} is already registered by {self._entries[key].__module__}")
             self._entries[key] = f
             return f
         return add(fn) if fn is not None else add
 
     def get(self, name: str) -> Callable:
         if name not in self._entries:
-            raise KeyError(f"unknown {self.kind} {name!r}{closest(name, self._entries)}; "
+            raise RegistryError(f"unknown {self.kind} {name!r}{closest(name, self._entries)}; "
                            f"known: {', '.join(sorted(self._entries))}")
         return self._entries[name]
 
@@ -55,7 +60,7 @@ class Registry:
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             for key in kwargs:
                 if key not in params:
-                    raise TypeError(f"{self.kind} {name!r} has no argument {key!r}{closest(key, params)}; "
+                    raise RegistryError(f"{self.kind} {name!r} has no argument {key!r}{closest(key, params)}; "
                                     f"it takes: {', '.join(params)}")
         return fn(**kwargs)
 
@@ -77,11 +82,22 @@ def register_dataset(fn: Callable | None = None, *, name: str | None = None):
 def create_model(name: str, **overrides):
     """Build a registered model; ``None`` overrides are dropped so the entry's defaults stand.
 
-    The returned model remembers ``arch = {"name": name, "kwargs": overrides}`` so a checkpoint
-    can rebuild it with the same call.
+    The returned model remembers ``arch = {"name": name, "kwargs": ...}`` with *every* builder
+    argument resolved (defaults included, the encoder as the plain dict of its resolved config), so
+    a checkpoint rebuilds the same network even if an entry's defaults change later.
     """
+    overrides = drop_none(overrides)
     model = MODELS.build(name, **overrides)
-    model.arch = {"name": name, "kwargs": drop_none(overrides)}
+    bound = inspect.signature(MODELS.get(name)).bind(**overrides)
+    bound.apply_defaults()
+    kwargs = dict(bound.arguments)
+    for param in inspect.signature(MODELS.get(name)).parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            kwargs.update(kwargs.pop(param.name, {}))
+    encoder = getattr(model, "encoder", None)
+    if "encoder" in kwargs and hasattr(encoder, "config"):
+        kwargs["encoder"] = dataclasses.asdict(encoder.config)
+    model.arch = {"name": name, "kwargs": kwargs}
     return model
 
 

@@ -68,3 +68,13 @@ def test_apply_override_sets_nested_free_args():
     cfg = Config()
     apply_override(cfg, "data.args.root=/data/breakfast")
     assert cfg.data.args["root"] == "/data/breakfast"
+
+
+def test_string_fields_take_the_text_verbatim():
+    cfg = load_config(None, ["trainer.run_name=no", "data.val_split=on", "trainer.out_dir=0123", "trainer.seed=0123"])
+    assert (cfg.trainer.run_name, cfg.data.val_split, cfg.trainer.out_dir) == ("no", "on", "0123")
+    assert cfg.trainer.seed == 123
+
+
+def test_large_ints_are_exact():
+    assert load_config(None, [f"trainer.seed={2**60 + 1}"]).trainer.seed == 2**60 + 1

@@ -1,6 +1,7 @@
 """CTC feasibility: infeasible samples are reported by id and skipped, never turned into inf/NaN."""
 import math
 
+import pytest
 import torch
 
 from ctcrnn.ctc import ctc_loss, infeasibility, min_ctc_frames
@@ -13,11 +14,16 @@ def test_min_frames_counts_repeats():
 
 
 def test_infeasibility_reasons():
-    assert infeasibility([1, 2], 2, 5) is None
-    assert "need 3 frames but the model outputs 2" in infeasibility([1, 1], 2, 5)
-    assert infeasibility([], 4, 5) == "empty transcript"
-    assert "blank" in infeasibility([0, 1], 4, 5)
-    assert "out of range" in infeasibility([1, 5], 4, 5)
+    assert infeasibility([1, 2], 2) is None
+    assert "need 3 frames but the model outputs 2" in infeasibility([1, 1], 2)
+    assert infeasibility([], 4) == "empty transcript"
+
+
+@pytest.mark.parametrize("target", [[0, 1], [1, 5], [-1]])
+def test_blank_or_out_of_range_labels_raise_with_the_id(target):
+    log_probs = torch.zeros(1, 4, 5).log_softmax(-1)
+    with pytest.raises(ValueError, match="clip_7 holds label indices"):
+        ctc_loss(log_probs, torch.tensor([4]), [target], ["clip_7"])
 
 
 def test_infeasible_samples_are_skipped_not_nan():

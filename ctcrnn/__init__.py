@@ -1,0 +1,11 @@
+"""ctcrnn: CNN-RNN CTC sequence recognition.
+
+Core (knows no modality): cells, encoder, model, ctc, decoding, alignment, metrics, registry,
+config, checkpoint, data, trainer, evaluate. Modalities (``ctcrnn.video``, ...) plug in through
+the registries; ``ctcrnn.zoo`` imports them all.
+"""
+from .registry import create_model, list_models, register_dataset, register_model
+from . import zoo  # noqa: F401,E402  (fills the registries)
+
+__version__ = "0.1.0"
+__all__ = ["create_model", "list_models", "register_model", "register_dataset", "__version__"]

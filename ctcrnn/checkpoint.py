@@ -1,0 +1,71 @@
+"""Self-describing checkpoints: written atomically, read with ``weights_only=True``.
+
+A checkpoint is one dict: ``arch`` (registry name + builder kwargs), ``model`` (state_dict),
+``labels`` (index 0 = blank), ``input_spec`` (what one time step looks like and how it was
+preprocessed), ``config`` (the resolved run config), plus optimizer/scheduler/RNG state for resume.
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "ctcrnn-checkpoint-1"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a crash never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a ctcrnn checkpoint with ``weights_only=True`` (no code from the file ever runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} holds objects other than tensors and plain containers and was refused "
+                              f"(loaded with weights_only=True; a code payload is never run): {e}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path} is truncated or corrupted and cannot be read: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a ctcrnn checkpoint (no '{FORMAT}' format tag)")
+    return state
+
+
+def model_from_checkpoint(state: dict):
+    """Rebuild the model from ``arch`` and load its weights; returns the model in eval mode."""
+    from .registry import create_model  # the registry is filled by the zoo, imported by ctcrnn/__init__
+
+    arch = state["arch"]
+    # Pretrained-weight files only initialise a fresh model; the checkpoint's weights replace them,
+    # so never go looking for that file again (it may not exist on this machine).
+    kwargs = {k: v for k, v in arch["kwargs"].items() if k != "weights_path"}
+    model = create_model(arch["name"], **kwargs)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"weights do not fit architecture {arch['name']!r} {arch['kwargs']}: {e}") from None
+    return model.eval()

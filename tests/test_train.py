@@ -1,0 +1,164 @@
+"""End to end: a tiny SyntheticActions run trains, checkpoints, resumes exactly, and evaluates."""
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config_overrides
+from ctcrnn.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ctcrnn.cli import main
+from ctcrnn.config import load_config
+from ctcrnn.data import build_dataset, collate
+from ctcrnn.decoding import greedy_decode
+from ctcrnn import trainer as trainer_module
+from ctcrnn.trainer import train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    run_dir = train(load_config(None, tiny_config_overrides(tmp)))
+    return run_dir
+
+
+def test_run_folder_contents(tiny_run):
+    for name in ("config.yaml", "metrics.csv", "metrics.jsonl", "last.pt", "best.pt"):
+        assert (tiny_run / name).exists(), name
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    state = load_checkpoint(tiny_run / "last.pt")
+    assert state["labels"][0] == "<blank>" and state["input_spec"]["modality"] == "video"
+    assert state["config"]["model"]["encoder"]["cell"] == "gru"  # resolved encoder saved, not just overrides
+    assert state["arch"]["name"] == "frame_cnn_rnn"
+
+
+def test_checkpoint_rebuilds_identical_outputs(tiny_run, tmp_path):
+    state = load_checkpoint(tiny_run / "best.pt")
+    model = model_from_checkpoint(state)
+    ds = build_dataset("synthetic_actions", "val", state["config"]["data"]["args"])
+    # The rebuilt model reproduces the validation score recorded while training.
+    val = trainer_module.validate(model, trainer_module.make_loader(ds, 8, 0, None, torch.device("cpu")), "cpu")
+    assert round(val["ter"], 3) == state["metrics"]["val_ter"]
+    batch = collate([ds[i] for i in range(4)])
+    expected = model(batch["inputs"], batch["lengths"])[0]
+    save_checkpoint(state, tmp_path / "copy.pt")
+    again = model_from_checkpoint(load_checkpoint(tmp_path / "copy.pt"))
+    assert torch.equal(again(batch["inputs"], batch["lengths"])[0], expected)
+
+
+def test_resume_continues_the_same_run(tmp_path, monkeypatch):
+    """A run killed during epoch 2 and resumed from last.pt ends bitwise equal to an uninterrupted run."""
+    full = train(load_config(None, tiny_config_overrides(tmp_path, **{"trainer.run_name": "full"})))
+    calls = []
+    real_validate = trainer_module.validate
+
+    def crash_in_second_epoch(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_validate(*args)
+
+    monkeypatch.setattr(trainer_module, "validate", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, tiny_config_overrides(tmp_path, **{"trainer.run_name": "killed"})))
+    monkeypatch.undo()
+    killed = tmp_path / "killed"
+    assert load_checkpoint(killed / "last.pt")["epoch"] == 0
+    resumed = train(None, resume=killed / "last.pt")
+    assert resumed == killed
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert b["epoch"] == 1 and a["step"] == b["step"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s") and k != "clips_per_s"}  # noqa: E731
+                          for r in rows]
+    rows = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert strip(rows(full)) == strip(rows(resumed))
+
+
+def test_a_second_run_never_mixes_into_the_first(tmp_path):
+    overrides = tiny_config_overrides(tmp_path, **{"trainer.max_epochs": 1, "data.args.train_size": 8})
+    first, second = train(load_config(None, overrides)), train(load_config(None, overrides))
+    assert first.name == "tiny" and second.name == "tiny-2"
+    assert len((first / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_checkpoint_refuses_code_and_garbage(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "ctcrnn-checkpoint-1", "x": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(evil)
+    truncated = tmp_path / "truncated.pt"
+    save_checkpoint({"model": {"w": torch.ones(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_checkpoint(truncated)
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.ones(1)}, plain)
+    with pytest.raises(CheckpointError, match="not a ctcrnn checkpoint"):
+        load_checkpoint(plain)
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_tiny_model_learns_and_decodes(tmp_path):
+    """Overfit 8 clips: the loss must fall and greedy decoding must return the transcripts."""
+    overrides = tiny_config_overrides(tmp_path, **{
+        "data.args.train_size": 8, "data.args.val_size": 8, "data.val_split": "train", "trainer.max_epochs": 60,
+        "trainer.lr": 0.01, "trainer.warmup_steps": 5, "model.args.dropout": 0.0, "model.encoder.dropout": 0.0})
+    run_dir = train(load_config(None, overrides))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < 0.2 * rows[0]["train_loss"]
+    state = load_checkpoint(run_dir / "best.pt")
+    model = model_from_checkpoint(state)
+    ds = build_dataset("synthetic_actions", "train", state["config"]["data"]["args"])
+    batch = collate([ds[i] for i in range(8)])
+    with torch.no_grad():
+        log_probs, out_lengths = model(batch["inputs"], batch["lengths"])
+    assert greedy_decode(log_probs, out_lengths) == batch["targets"]
+
+
+def test_cli_train_then_evaluate_writes_reports(tmp_path, capsys):
+    main(["train", *tiny_config_overrides(tmp_path, **{"trainer.max_epochs": 1})])
+    out = capsys.readouterr().out
+    assert "transcript error rate" in out and "segmentation" in out
+    run = tmp_path / "tiny"
+    main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "ev")])
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["clips"] == 8 and summary["split"] == "val"
+    assert set(summary["segmentation"]) >= {"acc", "edit", "f1@10", "f1@25", "f1@50"}
+    assert set(summary["alignment"]) >= {"acc", "edit", "f1@10", "f1@25", "f1@50"}
+    for name in ("summary.md", "hypotheses.tsv", "segments.png"):
+        assert (tmp_path / "ev" / name).stat().st_size > 0
+    assert len((tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()) == 9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "trainer.max_epoch=1"], "did you mean 'max_epochs'"),
+    (["train", "model.name=frame_cnn_rn"], "did you mean 'frame_cnn_rnn'"),
+    (["train", "model.args.feature_dims=3"], "did you mean 'feature_dim'"),
+    (["train", "--resume", "x.pt", "--config", "y.yaml"], "drop --config"),
+    (["evaluate", "--checkpoint", "missing.pt"], "does not exist"),
+])
+def test_cli_reports_errors_without_traceback(args, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        main(args[:1] + [f"trainer.out_dir={tmp_path}"] + args[1:] if args[0] == "train" and "--resume" not in args
+             else args)
