@@ -86,21 +86,23 @@ def plot_segments(results: list[dict], labels: list[str], path: Path, count: int
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    rows = [r for r in results if r.get("segmentation_frames")][:count]
+    rows = [r for r in results if "truth_frames" in r][:count]
     if not rows:
         return
     cmap = plt.get_cmap("tab20")
+    colour = lambda label: (0.85, 0.85, 0.85, 1.0) if label < 0 else cmap(label % 20)  # noqa: E731  grey: unaligned
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.1 * len(rows) + 0.8), squeeze=False)
     for ax, r in zip(axes[:, 0], rows):
-        for y, frames in ((1, r["truth_frames"]), (0, r["segmentation_frames"])):
-            ax.imshow([[cmap(label % 20) for label in frames]], aspect="auto", extent=(0, len(frames), y, y + 0.9),
+        predicted = r["segmentation_frames"] or [-1] * len(r["truth_frames"])
+        for y, frames in ((1, r["truth_frames"]), (0, predicted)):
+            ax.imshow([[colour(label) for label in frames]], aspect="auto", extent=(0, len(frames), y, y + 0.9),
                       interpolation="nearest")
         ax.set_xlim(0, len(r["truth_frames"]))
         ax.set_ylim(0, 1.9)
         ax.set_yticks([0.45, 1.45], ["predicted", "truth"])
         ax.set_title(r["id"], fontsize=8, loc="left")
-    used = sorted({label for r in rows for label in r["truth_frames"] + r["segmentation_frames"]})
-    fig.legend(handles=[Patch(color=cmap(u % 20), label=labels[u]) for u in used], loc="lower center",
+    used = sorted({label for r in rows for label in r["truth_frames"] + (r["segmentation_frames"] or [])})
+    fig.legend(handles=[Patch(color=colour(u), label=labels[u]) for u in used], loc="lower center",
                ncol=min(len(used), 6), fontsize=8)
     axes[-1, 0].set_xlabel("frame")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
@@ -124,9 +126,10 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
         for key, value in summary.get(setting, {}).items():
             lines.append(f"| {setting}: {key} | {value:.2f} |" if isinstance(value, float) else
                          f"| {setting}: {key} | {value} |")
-    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     if "segmentation" in summary:
         plot_segments(results, labels, out_dir / "segments.png", num_plots)
+        lines += ["", "Predicted (greedy transcript, force-aligned) vs true segments:", "", "![segments](segments.png)"]
+    (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
 def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Path | None = None,
