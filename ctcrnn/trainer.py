@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict, save_config
+from .config import Config, apply_override, config_from_dict, config_to_dict, save_config
 from .ctc import ctc_loss
 from .data import build_dataset, collate
 from .decoding import greedy_decode
@@ -138,7 +138,6 @@ def train(cfg: Config, resume: str | Path | None = None, overrides: list[str] = 
     if resume is not None:
         state = load_checkpoint(resume)
         cfg = config_from_dict(state["config"])
-        from .config import apply_override
         for override in overrides:  # e.g. trainer.max_epochs=30 to extend a finished run
             apply_override(cfg, override)
     tc = cfg.trainer
