@@ -1,7 +1,8 @@
 """ctcrnn: CNN-RNN CTC sequence recognition.
 
-Core (knows no modality): cells, encoder, model, ctc, decoding, alignment, metrics, registry,
-config, checkpoint, data, trainer, evaluate. Modalities (``ctcrnn.video``, ...) plug in through
+Core (knows no modality): cells, encoder, model, ctc, decoding (with beam_search, fusion, lm, trie,
+hashing, external_decoders), alignment, metrics, registry, config, checkpoint, data, trainer,
+evaluate. Modalities (``ctcrnn.video``, ...) plug in through
 the registries; ``ctcrnn.zoo`` imports them all.
 """
 from .registry import create_model, list_models, register_dataset, register_model

@@ -5,7 +5,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).parent.parent / "ctcrnn"
 MODALITIES = {"video", "audio", "image", "features"}
 CORE = ["cells", "encoder", "model", "ctc", "decoding", "alignment", "metrics", "registry", "config",
-        "checkpoint", "data", "trainer", "evaluate"]
+        "checkpoint", "data", "trainer", "evaluate", "beam_search", "fusion", "lm", "trie", "hashing",
+        "external_decoders"]
 
 
 def imported_modules(path: Path) -> set[str]:

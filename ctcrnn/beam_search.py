@@ -1,0 +1,230 @@
+"""The CTC prefix beam search itself, vectorised: per frame, every beam × every candidate token of every
+utterance in one set of tensor operations (a Python loop runs over frames only). Use it through
+:func:`ctcrnn.decoding.prefix_beam_search`, which adds timestamps and words.
+
+Exact prefix scores. Each beam is a label prefix with two log-probabilities, summed over all alignments
+so far: ``pb`` (alignments ending in blank) and ``pnb`` (ending in the prefix's last token). A frame
+with log-probs y gives
+
+    same prefix:  pb' = (pb ⊕ pnb) + y_blank,   pnb' = pnb + y_last     (a repeat collapses)
+    prefix + c:   pnb' = (pb ⊕ pnb) + y_c,      but only pb + y_c when c == last ("a a" needs a blank)
+
+(⊕ = log-sum-exp). When prefix + c is already a beam, its mass is added to that beam instead of
+becoming a second copy; prefixes are identified by 62-bit rolling keys (:mod:`ctcrnn.hashing`), so
+"is beam j = beam i + its own last token" is a search of j's parent key among the beams' keys. The K
+stays and K × C extensions of each utterance are then ranked by one ``topk``, and per-frame
+back-pointers give the label sequences at the end.
+
+Padding frames, and runs of frames skipped by ``skip_blank_threshold``, become single "blank only"
+frames: they can only move mass from pnb to pb, which is exactly what a blank does, so ``a _ a`` stays
+two tokens while the loop runs over fewer frames.
+
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import hashing
+from .fusion import LMFusion
+
+__all__ = ["SearchResult", "ctc_prefix_search"]
+
+
+@dataclass
+class SearchResult:
+    tokens: list[list[list[int]]]  # [utterance][rank] label ids, best first
+    am_scores: list[list[float]]   # log P(labels | input), summed over alignments
+    lm_scores: list[list[float]]   # fusion score (weighted LM, bonuses); 0 without fusion
+
+
+def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size: int, blank: int = 0, *,
+                      nbest: int = 1, token_prune_topk: int | None = None,
+                      token_prune_threshold: float | None = None, skip_blank_threshold: float | None = None,
+                      fusion: LMFusion | None = None) -> SearchResult:
+    """Prefix beam search over log_probs (B, T, V) with lengths (B,); ``nbest`` ≤ ``beam_size`` results.
+
+    Tokens considered per frame: all non-blank ones, or the ``token_prune_topk`` most probable, minus
+    those below ``token_prune_threshold`` (a log-prob). Without fusion only the beam_size + 1 most
+    probable can matter (a beam's k-th best extension is among them), so that cut is always applied and
+    loses nothing. Frames whose blank probability exceeds ``skip_blank_threshold`` (a probability) are
+    treated as certain blanks (only the blank transition, with its real log-prob).
+    """
+    if log_probs.dim() != 3 or lengths.shape != log_probs.shape[:1]:
+        raise ValueError(f"expected log_probs (B, T, V) and lengths (B,), got {tuple(log_probs.shape)} "
+                         f"and {tuple(lengths.shape)}")
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must lie in [1, beam_size={beam_size}], got {nbest}")
+    batch, _, num_classes = log_probs.shape
+    dtype = log_probs.dtype if log_probs.is_floating_point() else torch.float32
+    log_probs = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
+                                skip_blank_threshold)
+    device, steps, beams = log_probs.device, log_probs.shape[1], beam_size
+    cand_tok, cand_lp, static_slot = _candidates(log_probs, blank, beams, token_prune_topk, token_prune_threshold,
+                                                 exact_cut=fusion is None)
+    width = cand_tok.shape[-1]
+    slot_ids = torch.arange(width, device=device).expand(batch, -1)
+    # Column V of every frame is -inf: the "last token" of the empty prefix points at it.
+    log_probs = F.pad(log_probs, (0, 1), value=-math.inf)
+    neg_inf = torch.tensor(-math.inf, dtype=dtype, device=device)
+
+    pb = torch.full((batch, beams), -math.inf, dtype=dtype, device=device)
+    pb[:, 0] = 0.0  # the empty prefix
+    pnb = torch.full_like(pb, -math.inf)
+    lm_acc = torch.zeros_like(pb)
+    last = torch.full((batch, beams), num_classes, dtype=torch.long, device=device)
+    key = torch.full_like(last, -1)     # invalid beams: -1, never a parent key
+    key[:, 0] = 0                       # the empty prefix
+    parent = torch.full_like(last, -2)  # -2 matches no key
+    beam_ids = torch.arange(beams, device=device)
+    back_source, back_token = [], []    # per frame (B, K): the old beam each beam continues, token added or -1
+    state = fusion.start(batch, beams, device) if fusion is not None else None
+
+    for t in range(steps):
+        frame = log_probs[:, t]                          # (B, V + 1)
+        tokens, token_lp = cand_tok[:, t], cand_lp[:, t]  # (B, C)
+        total = torch.logaddexp(pb, pnb)
+        last_lp = frame.gather(1, last)
+        stay_pb = total + frame[:, blank:blank + 1]
+        stay_pnb = pnb + last_lp
+        # Beam j = beam i + last[j]: add that extension's mass to j. Keys are distinct, so find i by
+        # searching j's parent key among the sorted keys of its utterance (K log K, not K²).
+        sorted_key, order = key.sort(1)
+        at = torch.searchsorted(sorted_key, parent).clamp_(max=beams - 1)
+        merged = sorted_key.gather(1, at) == parent
+        source = order.gather(1, at)
+        grow = torch.where(last.gather(1, source) == last, pb.gather(1, source), total.gather(1, source))
+        stay_pnb = torch.where(merged, torch.logaddexp(stay_pnb, grow + last_lp), stay_pnb)
+
+        # Extensions (B, K, C): total + y_c, but pb + y_c for the beam's own last token (at its slot).
+        slot = hashing.take(static_slot, last) if static_slot is not None else \
+            torch.full((batch, num_classes + 1), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
+        has_slot = slot >= 0
+        slot = slot.clamp_(min=0)
+        ext_am = total.unsqueeze(2) + token_lp.unsqueeze(1)
+        own = beam_ids * width + slot
+        flat_am = ext_am.view(batch, -1)
+        flat_am.scatter_(1, own, torch.where(has_slot, pb + token_lp.gather(1, slot), flat_am.gather(1, own)))
+        stay_score = torch.logaddexp(stay_pb, stay_pnb)
+        ext_score = ext_am
+        if state is not None:
+            delta = state.extension_scores(tokens).to(dtype)
+            stay_score = stay_score + lm_acc
+            ext_score = ext_am + (lm_acc.unsqueeze(2) + delta)
+        scores = torch.cat([stay_score, ext_score.reshape(batch, -1)], 1)
+        # The extension merged above must not also stand as a beam of its own: it sits in row i of the
+        # scores, at the candidate slot of beam j's last token (if that token is a candidate this frame).
+        duplicate = merged & has_slot
+        position = torch.where(duplicate, source * width + slot + beams, beam_ids)
+        scores.scatter_(1, position, torch.where(duplicate, neg_inf, stay_score))
+
+        best, chosen = scores.topk(beams, dim=1, sorted=False)
+        extended, invalid = chosen >= beams, best == -math.inf
+        flat = (chosen - beams).clamp_(min=0)
+        source = torch.where(extended, flat // width, chosen)
+        new_token = torch.where(extended, tokens.gather(1, flat % width), -1)
+        pnb = torch.where(extended, ext_am.reshape(batch, -1).gather(1, flat), stay_pnb.gather(1, source))
+        pnb.masked_fill_(invalid, -math.inf)
+        pb = torch.where(extended, neg_inf, stay_pb.gather(1, source)).masked_fill_(invalid, -math.inf)
+        if state is not None:
+            lm_acc = lm_acc.gather(1, source)
+            lm_acc = torch.where(extended, lm_acc + delta.reshape(batch, -1).gather(1, flat), lm_acc)
+            state.advance(source, new_token, extended)
+        source_key = key.gather(1, source)
+        last = torch.where(extended, new_token, last.gather(1, source))
+        key = torch.where(extended, _extend_key(source_key, new_token, num_classes + 1), source_key)
+        parent = torch.where(extended, source_key, parent.gather(1, source))
+        key.masked_fill_(invalid, -1)
+        parent.masked_fill_(invalid, -2)
+        back_source.append(source)
+        back_token.append(new_token)
+
+    am = torch.logaddexp(pb, pnb)
+    lm = lm_acc + (state.final_scores().to(dtype) if state is not None else 0.0)
+    ranked = (am + lm).argsort(dim=1, descending=True)[:, :nbest]
+    tokens = _backtrack(back_source, back_token, ranked)
+    am, lm = am.gather(1, ranked).tolist(), lm.gather(1, ranked).tolist()
+    # Beams that never held a prefix (fewer distinct prefixes than beams) are dropped; the best stays.
+    keep = [[i for i in range(nbest) if i == 0 or a[i] + m[i] > -math.inf] for a, m in zip(am, lm)]
+    return SearchResult([[seqs[i] for i in k] for seqs, k in zip(tokens, keep)],
+                        [[a[i] for i in k] for a, k in zip(am, keep)],
+                        [[m[i] for i in k] for m, k in zip(lm, keep)])
+
+
+def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
+                    skip_blank_threshold: float | None) -> torch.Tensor:
+    """(B, T', V) log-probs where each run of padding or skipped frames is one blank-only frame: its blank
+    log-prob is the run's sum (padding counts as probability 1), every other label -inf."""
+    batch, steps, num_classes = log_probs.shape
+    frame = torch.arange(steps, device=log_probs.device)
+    padding = frame.unsqueeze(0) >= lengths.unsqueeze(1)
+    skip = padding.clone()
+    if skip_blank_threshold is not None:
+        skip |= log_probs[..., blank] > math.log(skip_blank_threshold)
+    if steps == 0 or not bool(skip.any()):
+        return log_probs
+    run_start = skip & ~F.pad(skip[:, :-1], (1, 0), value=False)
+    kept = ~skip | run_start
+    position = kept.cumsum(1) - 1                      # (B, T): where each frame lands
+    count = kept.sum(1)
+    out = log_probs.new_full((batch, int(count.max()), num_classes), -math.inf)
+    b, t = (~skip).nonzero(as_tuple=True)
+    out[b, position[b, t]] = log_probs[b, t]
+    blank_lp = torch.where(skip & ~padding, log_probs[..., blank], 0.0)
+    run_blank = out.new_zeros(out.shape[:2]).scatter_add_(1, position, blank_lp)
+    blank_only = torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device).scatter_(1, position, skip)
+    blank_only |= torch.arange(out.shape[1], device=out.device).unsqueeze(0) >= count.unsqueeze(1)
+    out[..., blank] = torch.where(blank_only, run_blank, out[..., blank])
+    return out
+
+
+def _candidates(log_probs: torch.Tensor, blank: int, beams: int, topk: int | None, threshold: float | None,
+                exact_cut: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Candidate tokens (B, T, C) of every frame, their log-probs (B, T, C) (-inf where pruned) and, when
+    the candidates are all non-blank tokens in every frame, each token's slot (V + 1,) (-1: blank, none)."""
+    batch, steps, num_classes = log_probs.shape
+    width = num_classes - 1
+    if exact_cut:
+        width = min(width, beams + 1)
+    if topk is not None:
+        width = min(width, topk)
+    static_slot = None
+    if width < num_classes - 1:
+        nonblank_lp = log_probs.clone()
+        nonblank_lp[..., blank] = -math.inf
+        cand_lp, cand_tok = nonblank_lp.topk(width, dim=-1)
+    else:
+        nonblank = torch.tensor([c for c in range(num_classes) if c != blank], device=log_probs.device)
+        cand_tok, cand_lp = nonblank.expand(batch, steps, -1), log_probs[..., nonblank]
+        static_slot = torch.full((num_classes + 1,), -1, device=log_probs.device)
+        static_slot[nonblank] = torch.arange(len(nonblank), device=log_probs.device)
+    if threshold is not None:
+        cand_lp = cand_lp.masked_fill(cand_lp < threshold, -math.inf)
+    return cand_tok, cand_lp, static_slot
+
+
+def _extend_key(key: torch.Tensor, token: torch.Tensor, base: int) -> torch.Tensor:
+    """Prefix keys with one more token (digit token + 1): :func:`ctcrnn.hashing.extend`, fewer operations."""
+    digit = token + 1
+    return (((key >> 31) * base + digit) % hashing.P1 << 31) | (((key & hashing.LOW) * base + digit) % hashing.P2)
+
+
+def _backtrack(back_source: list[torch.Tensor], back_token: list[torch.Tensor],
+               ranked: torch.Tensor) -> list[list[list[int]]]:
+    """Label sequences of the ``ranked`` (B, N) final beams, following the per-frame back-pointers."""
+    batch = ranked.shape[0]
+    source = torch.stack(back_source).cpu().numpy() if back_source else np.zeros((0, batch, 1), np.int64)
+    token = torch.stack(back_token).cpu().numpy() if back_token else np.zeros((0, batch, 1), np.int64)
+    beam = ranked.cpu().numpy()
+    rows = np.arange(beam.shape[0])[:, None]
+    emitted = np.empty((source.shape[0],) + beam.shape, dtype=np.int64)  # (T, B, N)
+    for t in range(source.shape[0] - 1, -1, -1):
+        emitted[t] = token[t, rows, beam]
+        beam = source[t, rows, beam]
+    return [[[int(x) for x in emitted[:, b, n] if x >= 0] for n in range(beam.shape[1])]
+            for b in range(beam.shape[0])]

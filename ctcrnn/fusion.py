@@ -1,0 +1,251 @@
+"""Language-model fusion for the CTC prefix beam search: n-gram LM scores, a word-insertion bonus, a lexicon
+constraint and hotword boosts, computed for all beams × candidate tokens at once.
+
+Everything here is a function of the label prefix alone (never of an alignment), so the search keeps one
+accumulated "LM score" per beam and adds the change a token brings. Two LM units:
+
+* ``"token"``: every non-blank token is an LM word (a character LM, or one gloss per token); the
+  delimiter token, if any, is scored like any other token (character LMs spell spaces as "|").
+* ``"word"``: tokens spell words, separated by the word-delimiter token; a word is scored when the
+  delimiter closes it or the utterance ends. Spellings are matched as strings, so tokens of several
+  characters (word pieces) work too.
+
+Words follow a character trie (:mod:`ctcrnn.trie`) of the lexicon, the hotwords and, for a word LM, the
+LM's vocabulary: each beam holds the trie node of its partial word, and a token moves every beam to its
+next node with one gather. Lexicon: a token may only lead to a node on the way to a lexicon word, and
+the delimiter (or the end) may only close a lexicon word. Hotwords: the partial word earns
+``bonus · matched/len(word)`` while it is on the way to a hotword (so a small beam keeps it alive),
+loses it when it leaves, and keeps the full ``bonus`` when it completes one. All scores are natural-log
+units.
+
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from . import hashing
+from .lm import NGramLM
+from .trie import WordTrie
+
+__all__ = ["FusionState", "LMFusion"]
+
+
+class LMFusion:
+    """Scoring rules for one label set; :meth:`start` makes the per-batch state the search carries."""
+
+    def __init__(self, labels: Sequence[str], *, blank: int = 0, lm: NGramLM | None = None,
+                 lm_weight: float = 0.5, word_bonus: float = 0.0, word_delimiter: int | None = None,
+                 lm_unit: str | None = None, lexicon: Iterable[str] | None = None,
+                 hotwords: Iterable[str] | None = None, hotword_bonus: float = 5.0):
+        self.labels, self.blank, self.lm = list(labels), blank, lm
+        self.lm_weight, self.word_bonus, self.hotword_bonus = lm_weight, word_bonus, hotword_bonus
+        self.delimiter = word_delimiter
+        self.unit = lm_unit or ("word" if word_delimiter is not None else "token")
+        if self.unit not in ("word", "token"):
+            raise ValueError(f"lm_unit must be 'word' or 'token', got {lm_unit!r}")
+        self.lexicon = sorted(set(lexicon)) if lexicon is not None else None
+        self.hotwords = sorted(set(hotwords)) if hotwords is not None else None
+        needs_words = self.unit == "word" or self.lexicon is not None or self.hotwords is not None
+        if needs_words and word_delimiter is None:
+            raise ValueError("word-level LM scoring, a lexicon and hotwords need word_delimiter: the id of the "
+                             "token that separates words (e.g. labels.index('|'))")
+        if word_delimiter is not None and not 0 <= word_delimiter < len(self.labels):
+            raise ValueError(f"word_delimiter {word_delimiter} is not a label index (there are {len(self.labels)})")
+        self.track_words = needs_words
+        self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def tables(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Token and trie-node lookup tables on ``device`` (built once per device)."""
+        if device not in self._tables:
+            t: dict[str, torch.Tensor] = {}
+            lm = self.lm
+            if lm is not None and self.unit == "token":
+                t["token_lm_id"] = torch.tensor(lm.word_ids(self.labels))  # unknown labels score as <unk>
+            if self.track_words:
+                words = set(self.lexicon or ()) | set(self.hotwords or ())
+                if lm is not None and self.unit == "word":
+                    words |= set(lm.vocab) - {"<s>", "</s>", "<unk>"}
+                trie = WordTrie(sorted(w for w in words if w), self.labels, skip_tokens=(self.blank, self.delimiter))
+                t["child"] = trie.child.flatten()  # node * V + token -> next node
+                step = torch.zeros(trie.child.shape)  # score of each (node, token) step, before hotword refunds
+                if self.lexicon is not None:
+                    step += _penalty(trie.mark(self.lexicon, prefixes=True))[trie.child]
+                    t["lexicon_end"] = _penalty(trie.mark(self.lexicon))
+                if self.hotwords is not None:
+                    potential = torch.zeros(trie.num_nodes)
+                    for word in self.hotwords:  # the best share of a bonus each node is on the way to
+                        for depth, node in enumerate(trie.path(word), start=1):
+                            potential[node] = max(float(potential[node]), self.hotword_bonus * depth / len(word))
+                    t["hot_potential"] = potential
+                    t["hot_drop"] = (~trie.mark(self.hotwords)).float()  # 0 where a hotword ends
+                    step += potential[trie.child]
+                if self.lexicon is not None or self.hotwords is not None:
+                    t["step"] = step.flatten()
+                if lm is not None and self.unit == "word":
+                    lm_word = torch.full((trie.num_nodes,), lm.unk, dtype=torch.long)
+                    for word in words & set(lm.vocab):
+                        lm_word[trie.path(word)[-1]] = lm.index[word]
+                    t["lm_word"] = lm_word
+            self._tables[device] = {name: value.to(device) for name, value in t.items()}
+        return self._tables[device]
+
+    def start(self, batch: int, beams: int, device: torch.device) -> FusionState:
+        return FusionState(self, batch, beams, device)
+
+
+def _penalty(allowed: torch.Tensor) -> torch.Tensor:
+    """0 where allowed, -inf elsewhere: added to scores, one gather instead of a gather and a select."""
+    return torch.zeros(allowed.shape).masked_fill(~allowed, -math.inf)
+
+
+class FusionState:
+    """Per-beam fusion state for one batch, tensors the search reorders after every frame: the LM state
+    (``lm_rows`` (B, K, order − 1), ``lm_backoffs`` (B, K, order): see :meth:`NGramLM.start_state`),
+    ``node`` the trie node of the partial word (0 when empty), ``hot`` its hotword potential, and
+    ``row``: a row of the token-LM cache, which holds the weighted scores of every token after one LM
+    state, computed once per distinct state (the (state, token) cache)."""
+
+    def __init__(self, fusion: LMFusion, batch: int, beams: int, device: torch.device):
+        self.f, self.t = fusion, fusion.tables(device)
+        self.shape, self.device = (batch, beams), device
+        lm = fusion.lm
+        if lm is not None:
+            self.lm_rows, self.lm_backoffs = lm.start_state(self.shape, device)
+        if fusion.track_words:
+            self.node = torch.zeros(self.shape, dtype=torch.long, device=device)
+        if fusion.hotwords is not None:
+            self.hot = torch.zeros(self.shape, device=device)
+        if lm is not None and fusion.unit == "token":
+            self.cache = torch.empty(0, len(fusion.labels), device=device)
+            self._index_cache(torch.empty(0, dtype=torch.long, device=device))
+            self.row = self._rows_for(self.lm_rows.flatten(0, 1), self.lm_backoffs.flatten(0, 1)).view(self.shape)
+
+    # ------------------------------------------------------------------ scores
+    def extension_scores(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, K, C) score change of appending ``tokens`` (B, C) to each beam; -inf where not allowed."""
+        f, t = self.f, self.t
+        if f.lm is not None and f.unit == "token":
+            delta = hashing.take(self.cache.view(-1), (self.row * len(f.labels)).unsqueeze(-1) + tokens.unsqueeze(1))
+        else:  # the per-token bonus of a token unit without an LM
+            bonus = f.word_bonus if f.unit == "token" else 0.0
+            delta = torch.full((*self.shape, tokens.shape[-1]), bonus, device=self.device)
+        if f.track_words:
+            grow = 0.0
+            if "step" in t:  # one gather from the (node, token) table: (B, K, C)
+                grow = hashing.take(t["step"], (self.node * len(f.labels)).unsqueeze(-1) + tokens.unsqueeze(1))
+            if f.hotwords is not None:
+                grow = grow - self.hot.unsqueeze(-1)
+            # The delimiter does not grow the word: it closes it.
+            delimiter = (tokens == f.delimiter).unsqueeze(1)
+            delta = delta + torch.where(delimiter, self._closing().unsqueeze(-1), grow)
+        return delta
+
+    def final_scores(self) -> torch.Tensor:
+        """(B, K) score change of ending every beam now: the last word, then ``</s>``."""
+        f = self.f
+        score = torch.zeros(self.shape, device=self.device)
+        if f.track_words:
+            score = score + self._closing()
+            if f.lm is not None and f.unit == "word":
+                self._close_words(self.node != 0)
+        if f.lm is not None:
+            eos = torch.full(self.shape, f.lm.eos, dtype=torch.long, device=self.device)
+            score = score + f.lm_weight * f.lm.score_after(self.lm_rows, self.lm_backoffs, eos)
+        return score
+
+    # ------------------------------------------------------------------ state
+    def advance(self, source: torch.Tensor, tokens: torch.Tensor, extended: torch.Tensor) -> None:
+        """Reorder to the new beams: beam k continues old beam ``source[b, k]``, extended by
+        ``tokens[b, k]`` where ``extended`` (all (B, K); tokens are -1 where not extended)."""
+        f, t = self.f, self.t
+        safe = tokens.clamp(min=0)
+        if f.lm is not None:
+            self.lm_rows = _gather_beams(self.lm_rows, source)
+            self.lm_backoffs = _gather_beams(self.lm_backoffs, source)
+        if f.track_words:
+            node = self.node.gather(1, source)
+            closes = extended & (tokens == f.delimiter)
+            grows = extended & ~closes
+            grown = hashing.take(t["child"], node * len(f.labels) + safe)
+            if f.hotwords is not None:
+                hot = self.hot.gather(1, source)
+                self.hot = torch.where(grows, hashing.take(t["hot_potential"], grown), torch.where(closes, 0.0, hot))
+            self.node = node  # _close_words reads the word being closed from self.node
+            if f.lm is not None and f.unit == "word" and bool(closes.any()):
+                self._close_words(closes)
+            self.node = torch.where(grows, grown, torch.where(closes, 0, node))
+        if f.lm is not None and f.unit == "token":
+            row = self.row.gather(1, source)
+            if bool(extended.any()):
+                self._push_words(hashing.take(t["token_lm_id"], safe), extended)
+                row = row.masked_scatter(extended, self._rows_for(self.lm_rows[extended], self.lm_backoffs[extended]))
+            self.row = row
+
+    # ------------------------------------------------------------------ helpers
+    def _push_words(self, words: torch.Tensor, where: torch.Tensor) -> None:
+        """Append LM ``words`` (B, K) to the LM state of the beams where ``where`` (B, K)."""
+        rows, backoffs = self.f.lm.advance_state(self.lm_rows, words)
+        self.lm_rows = torch.where(where.unsqueeze(-1), rows, self.lm_rows)
+        self.lm_backoffs = torch.where(where.unsqueeze(-1), backoffs, self.lm_backoffs)
+
+    def _close_words(self, closes: torch.Tensor) -> None:
+        """Append each beam's partial word to its LM state where ``closes`` (B, K)."""
+        self._push_words(hashing.take(self.t["lm_word"], self.node), closes)
+
+    def _closing(self) -> torch.Tensor:
+        """(B, K) score of closing each beam's partial word now (0 for an empty word)."""
+        f, t = self.f, self.t
+        score = torch.zeros(self.shape, device=self.device)
+        if f.unit == "word":
+            score = score + f.word_bonus
+            if f.lm is not None:
+                word = hashing.take(t["lm_word"], self.node)
+                score = score + f.lm_weight * f.lm.score_after(self.lm_rows, self.lm_backoffs, word)
+        if f.lexicon is not None:
+            score = score + hashing.take(t["lexicon_end"], self.node)
+        if f.hotwords is not None:
+            score = score - self.hot * hashing.take(t["hot_drop"], self.node)
+        return torch.where(self.node == 0, 0.0, score)
+
+    def _rows_for(self, rows: torch.Tensor, backoffs: torch.Tensor) -> torch.Tensor:
+        """Cache rows (n,) for token-LM states (n, order − 1) and (n, order), computing the rows of states
+        not cached yet. A state is known by the key of its n-gram rows (they determine every score)."""
+        f = self.f
+        base = hashing.constant(max(len(table[1]) for table in f.lm._tables_on(rows.device)) + 2)
+        state_key = torch.zeros_like(rows[:, 0]) if rows.shape[-1] else rows.new_zeros(rows.shape[0])
+        for m in range(rows.shape[-1]):
+            state_key = hashing.extend(state_key, base, hashing.constant(rows[:, m] + 2))
+        found, at = hashing.lookup(self.cache_table, state_key)
+        if not bool(found.all()):
+            new_keys, first = _unique_first(state_key[~found])
+            scores = f.lm.score_after(rows[~found][first].unsqueeze(1), backoffs[~found][first].unsqueeze(1),
+                                      self.t["token_lm_id"])
+            scores = f.lm_weight * scores + f.word_bonus
+            scores[:, f.blank] = 0.0
+            self.cache = torch.cat([self.cache, scores])
+            self._index_cache(torch.cat([self.cache_keys, new_keys]))
+            found, at = hashing.lookup(self.cache_table, state_key)
+        return self.cache_row[at]
+
+    def _index_cache(self, keys: torch.Tensor) -> None:
+        """``keys``: the LM-state key of each cache row; builds the sorted table and its row numbers."""
+        self.cache_keys = keys
+        self.cache_table, order = hashing.sorted_keys(keys)
+        self.cache_row = hashing.align(torch.arange(len(keys), device=keys.device), order)
+
+
+def _gather_beams(values: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """values (B, K, D) reordered along K by source (B, K)."""
+    return values.gather(1, source.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+
+def _unique_first(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct ``keys`` (sorted) and the index of one occurrence of each."""
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    first = torch.full_like(unique, keys.numel()).scatter_reduce_(
+        0, inverse, torch.arange(keys.numel(), device=keys.device), "amin")
+    return unique, first

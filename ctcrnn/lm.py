@@ -1,0 +1,297 @@
+"""Back-off n-gram language models: read and write ARPA files, score many (context, word) pairs at once on
+any device, and build a model from plain text.
+
+ARPA files store log10 probabilities and back-off weights; :meth:`NGramLM.score` returns *natural* logs,
+the unit of CTC log-probs, so a decoder adds ``lm_weight * score`` to acoustic log-probs directly (the
+same convention as pyctcdecode's ``alpha``; flashlight-text's ``lm_weight`` multiplies log10 scores, so
+theirs = ours × ln 10).
+
+The builder uses interpolated Witten-Bell smoothing:
+
+    P(w | h) = (c(h w) + t(h) · P(w | h')) / (c(h) + t(h)),   h' = h without its oldest word,
+
+where c counts occurrences and t(h) is the number of distinct words seen after h. At the unigram level
+P(w | h') is uniform over the vocabulary (plus ``</s>`` and ``<unk>``), so ``<unk>`` gets a small share.
+Why Witten-Bell: it has nothing to tune and is defined on any text. Kneser-Ney and absolute discounting
+estimate their discount from counts of counts (n1/(n1 + 2 n2)), which are zero or noisy on the small
+corpora this toolkit builds LMs from (a few thousand transcripts, character LMs); use KenLM's ``lmplz``
+for large corpora and read its ARPA file here. An interpolated model is written exactly as a back-off
+model: a seen n-gram stores its interpolated probability, and a context stores γ(h) = t(h)/(c(h) + t(h)).
+
+    python -m ctcrnn.lm build text.txt --order 3 --out lm.arpa [--unit char --space "|"]
+
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import hashing
+
+__all__ = ["LN10", "NGramLM", "build_ngram_lm", "read_arpa", "write_arpa"]
+
+LN10 = math.log(10.0)
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+MISSING_UNK_LOG10 = -100.0  # KenLM's probability for unknown words when the file has no <unk>
+
+
+@dataclass
+class NGramLM:
+    """A back-off n-gram model. ``ngrams[n-1]`` holds the n-grams as word-id rows (M, n) with their log10
+    probabilities (M,) and log10 back-off weights (M,) (0 where the file gives none)."""
+    vocab: list[str]
+    ngrams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    _tables: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.index = {word: i for i, word in enumerate(self.vocab)}
+        for name in (BOS, EOS, UNK):
+            if name not in self.index:
+                raise ValueError(f"the LM vocabulary has no {name}; every ARPA model needs {BOS}, {EOS} and {UNK}")
+        self.bos, self.eos, self.unk = self.index[BOS], self.index[EOS], self.index[UNK]
+
+    @property
+    def order(self) -> int:
+        return len(self.ngrams)
+
+    def word_ids(self, words: Iterable[str]) -> list[int]:
+        """Vocabulary ids, ``<unk>`` for words the model does not know."""
+        return [self.index.get(word, self.unk) for word in words]
+
+    def score(self, context: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        """Natural-log P(word | context) with back-off, for every pair at once.
+
+        context: (*S, order − 1) word ids, oldest first, -1 for "no word" (before ``<s>``); words: ids
+        broadcastable to S. Returns float32 of the broadcast shape, on the inputs' device: the longest
+        listed n-gram ending in the word, plus the back-off weights of every longer context suffix.
+        """
+        return self.score_after(*self.context_state(context), words)
+
+    # A decoder keeps, per hypothesis, a *state*: for m = 1 .. order − 1 the row of the m most recent words
+    # in the m-gram table (-1 when those words are not listed), plus, for n = 1 .. order, the sum of the
+    # ln back-off weights of the context suffixes longer than n − 1 words. Appending a word updates it
+    # with one lookup per order, and scoring a word needs one lookup per order: no hashing, all exact.
+    def start_state(self, shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """State of a sentence start (``<s>``), for a batch of the given shape."""
+        empty = torch.full((*shape, self.order - 1), -1, dtype=torch.long, device=device)
+        return self.advance_state(empty, torch.full(shape, self.bos, dtype=torch.long, device=device))
+
+    def context_state(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """State after context word ids (*S, order − 1), oldest first, -1 for "no word"."""
+        rows = torch.full_like(context, -1)
+        state = rows, self._backoff_sums(rows)
+        for column in range(context.shape[-1]):
+            word = context[..., column]
+            pushed = self.advance_state(state[0], word.clamp(min=0))
+            state = tuple(torch.where((word >= 0).unsqueeze(-1), new, old) for new, old in zip(pushed, state))
+        return state
+
+    def advance_state(self, rows: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """State after appending ``words`` (*S) to states with rows (*S, order − 1)."""
+        tables = self._tables_on(words.device)
+        new = [words]  # the newest word alone: its unigram row is its id
+        for m in range(2, self.order):
+            # (older m − 1 words) + word is listed iff its key, (row of the older part) × W + word, is.
+            found, at = hashing.lookup(tables[m - 1][0], rows[..., m - 2] * len(self.vocab) + words)
+            new.append(torch.where(found, at, -1))
+        rows = torch.stack(new, -1) if self.order > 1 else rows
+        return rows, self._backoff_sums(rows)
+
+    def score_after(self, rows: torch.Tensor, backoff_sums: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        """:meth:`score` from a state: the unigram (always listed) plus every back-off, then each longer
+        listed n-gram (context row × W + word) overrides with its probability plus the longer back-offs."""
+        tables = self._tables_on(words.device)
+        result = hashing.take(tables[0][1], words) + backoff_sums[..., 0]
+        for n in range(2, self.order + 1):
+            keys, logp, _ = tables[n - 1]
+            found, at = hashing.lookup(keys, rows[..., n - 2] * len(self.vocab) + words)
+            result = torch.where(found, hashing.take(logp, at) + backoff_sums[..., n - 1], result)
+        return result
+
+    def log_prob(self, word: str, context: Sequence[str] = ()) -> float:
+        """Natural-log P(word | context) for words given as strings (``<s>`` may start the context)."""
+        ids = [-1] * (self.order - 1) + self.word_ids(context)
+        context_ids = torch.tensor(ids[len(ids) - (self.order - 1):], dtype=torch.long)
+        return float(self.score(context_ids, torch.tensor(self.word_ids([word])[0])))
+
+    def _backoff_sums(self, rows: torch.Tensor) -> torch.Tensor:
+        """(*S, order): entry n − 1 sums the ln back-offs of the listed context suffixes of ≥ n words."""
+        if self.order == 1:
+            return torch.zeros((*rows.shape[:-1], 1), device=rows.device)
+        tables = self._tables_on(rows.device)
+        backoffs = torch.stack([torch.where(rows[..., m - 1] >= 0, hashing.take(tables[m - 1][2],
+                                                                               rows[..., m - 1].clamp(min=0)), 0.0)
+                                for m in range(1, self.order)], -1)
+        longer = backoffs.flip(-1).cumsum(-1).flip(-1)
+        return torch.cat([longer, torch.zeros_like(longer[..., :1])], -1)
+
+    def _tables_on(self, device: torch.device) -> list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]:
+        """Per order n: (sorted keys, ln prob, ln back-off), float32, built once per device. Unigrams are
+        rows by word id (no keys); an n-gram's key is (row of its first n − 1 words) × W + last word, an
+        exact integer, and its row is its position in the sorted keys."""
+        if device not in self._tables:
+            vocab = len(self.vocab)
+            ids, logp10, bo10 = self.ngrams[0]
+            logp = torch.full((vocab,), -math.inf, dtype=torch.float64)
+            bo = torch.zeros(vocab, dtype=torch.float64)
+            logp[ids[:, 0]], bo[ids[:, 0]] = logp10 * LN10, bo10 * LN10
+            tables = [(None, logp.float(), bo.float())]
+            for n, (ids, logp10, bo10) in enumerate(self.ngrams[1:], start=2):
+                if len(tables[-1][1]) * vocab >= 2 ** 62:
+                    raise ValueError(f"the LM's {n - 1}-gram table × vocabulary exceeds 2^62 keys")
+                prefix = ids[:, 0]
+                for k in range(1, n - 1):
+                    found, prefix = hashing.lookup(tables[k][0], prefix * vocab + ids[:, k])
+                    if not bool(found.all()):
+                        raise ValueError(f"the LM lists {n}-grams whose first {k + 1} words are not a "
+                                         f"{k + 1}-gram: the ARPA file is incomplete")
+                keys, order = hashing.sorted_keys(prefix * vocab + ids[:, n - 1])
+                if bool((keys[1:] == keys[:-1]).any()):
+                    raise ValueError(f"the LM lists some {n}-gram twice")
+                tables.append((keys, hashing.align((logp10 * LN10).float(), order),
+                               hashing.align((bo10 * LN10).float(), order)))
+            self._tables[device] = [tuple(x.to(device) if x is not None else None for x in table)
+                                    for table in tables]
+        return self._tables[device]
+
+
+def read_arpa(path: str | Path) -> NGramLM:
+    """Read an ARPA back-off model (``\\data\\``, ``\\N-grams:`` sections, ``\\end\\``). A model without
+    ``<unk>`` gets one with log10 probability -100, as KenLM does."""
+    path = Path(path)
+    expected: dict[int, int] = {}
+    rows: dict[int, list[tuple[list[str], float, float]]] = defaultdict(list)
+    section = None  # None before \data\, 0 inside it, n inside \n-grams:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            if line == "\\data\\":
+                section = 0
+            elif line == "\\end\\":
+                break
+            elif line.startswith("\\") and line.endswith("-grams:"):
+                section = int(line[1:-len("-grams:")])
+            elif section == 0 and line.startswith("ngram "):
+                n, count = line[len("ngram "):].split("=")
+                expected[int(n)] = int(count)
+            elif section:
+                fields = line.split()
+                if len(fields) not in (section + 1, section + 2):
+                    raise ValueError(f"{path}:{number}: a {section}-gram line needs a log10 probability, "
+                                     f"{section} words and an optional back-off, got {line!r}")
+                backoff = float(fields[section + 1]) if len(fields) == section + 2 else 0.0
+                rows[section].append((fields[1:section + 1], float(fields[0]), backoff))
+    if not expected:
+        raise ValueError(f"{path} has no \\data\\ section with 'ngram N=count' lines: is it an ARPA file?")
+    for n, count in expected.items():
+        if len(rows[n]) != count:
+            raise ValueError(f"{path}: the header announces {count} {n}-grams but the file lists {len(rows[n])}")
+    vocab = [words[0] for words, _, _ in rows[1]]
+    if UNK not in vocab:
+        vocab.append(UNK)
+        rows[1].append(([UNK], MISSING_UNK_LOG10, 0.0))
+    index = {word: i for i, word in enumerate(vocab)}
+    ngrams = []
+    for n in range(1, max(expected) + 1):
+        try:
+            ids = torch.tensor([[index[w] for w in words] for words, _, _ in rows[n]], dtype=torch.long)
+        except KeyError as error:
+            raise ValueError(f"{path}: a {n}-gram uses {error.args[0]!r}, which is not a 1-gram") from None
+        ngrams.append((ids.reshape(-1, n), torch.tensor([p for _, p, _ in rows[n]], dtype=torch.float64),
+                       torch.tensor([b for _, _, b in rows[n]], dtype=torch.float64)))
+    return NGramLM(vocab, ngrams)
+
+
+def write_arpa(lm: NGramLM, path: str | Path) -> None:
+    """Write ``lm`` as an ARPA file (9 significant digits, enough to re-read the same model)."""
+    with Path(path).open("w", encoding="utf-8") as out:
+        out.write("\\data\\\n")
+        out.writelines(f"ngram {n}={len(ids)}\n" for n, (ids, _, _) in enumerate(lm.ngrams, start=1))
+        for n, (ids, logp, bo) in enumerate(lm.ngrams, start=1):
+            out.write(f"\n\\{n}-grams:\n")
+            for row, p, b in zip(ids.tolist(), logp.tolist(), bo.tolist()):
+                words = " ".join(lm.vocab[i] for i in row)
+                out.write(f"{p:.9g}\t{words}" + (f"\t{b:.9g}" if b != 0.0 else "") + "\n")
+        out.write("\n\\end\\\n")
+
+
+def build_ngram_lm(sentences: Iterable[Sequence[str]], order: int = 3) -> NGramLM:
+    """Interpolated Witten-Bell n-gram model of ``sentences`` (each a sequence of words), as documented
+    at the top of this file. Each sentence is wrapped in ``<s>`` ... ``</s>``."""
+    if order < 1:
+        raise ValueError(f"order must be at least 1, got {order}")
+    counts = [Counter() for _ in range(order)]  # counts[n-1][(w1..wn)]
+    for sentence in sentences:
+        words = [BOS, *sentence, EOS]
+        for n in range(1, order + 1):
+            for i in range(len(words) - n + 1):
+                gram = tuple(words[i:i + n])
+                if gram[-1] != BOS:  # <s> is a context, never predicted
+                    counts[n - 1][gram] += 1
+    predicted = sorted({gram[0] for gram in counts[0]} | {EOS, UNK})
+    # Totals and distinct followers of each context, per order.
+    context_total, followers = [Counter() for _ in range(order)], [Counter() for _ in range(order)]
+    for n in range(1, order + 1):
+        for gram, count in counts[n - 1].items():
+            context_total[n - 1][gram[:-1]] += count
+            followers[n - 1][gram[:-1]] += 1
+
+    def gamma(n: int, context: tuple) -> float:
+        total, distinct = context_total[n - 1][context], followers[n - 1][context]
+        return distinct / (total + distinct)
+
+    memo: dict[tuple, float] = {}
+
+    def prob(gram: tuple) -> float:
+        """Interpolated P(gram[-1] | gram[:-1])."""
+        if gram not in memo:
+            n, context = len(gram), gram[:-1]
+            lower = 1.0 / len(predicted) if n == 1 else prob(gram[1:])
+            total, distinct = context_total[n - 1][context], followers[n - 1][context]
+            memo[gram] = (counts[n - 1][gram] + distinct * lower) / (total + distinct) if total else lower
+        return memo[gram]
+
+    vocab = [BOS] + predicted
+    index = {word: i for i, word in enumerate(vocab)}
+    ngrams = []
+    for n in range(1, order + 1):
+        grams = sorted(set(counts[n - 1]) | ({(w,) for w in predicted} | {(BOS,)} if n == 1 else set()))
+        logp = [-99.0 if gram == (BOS,) else math.log10(prob(gram)) for gram in grams]
+        backoff = [math.log10(gamma(n + 1, gram)) if n < order and context_total[n][gram] else 0.0
+                   for gram in grams]
+        ids = torch.tensor([[index[w] for w in gram] for gram in grams], dtype=torch.long).reshape(-1, n)
+        ngrams.append((ids, torch.tensor(logp, dtype=torch.float64), torch.tensor(backoff, dtype=torch.float64)))
+    return NGramLM(vocab, ngrams)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ctcrnn.lm", description="n-gram language model tools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="Witten-Bell n-gram ARPA model from a text file, one sentence a line")
+    build.add_argument("text", type=Path)
+    build.add_argument("--order", type=int, default=3)
+    build.add_argument("--out", type=Path, required=True)
+    build.add_argument("--unit", choices=["word", "char"], default="word",
+                       help="word: whitespace-separated words; char: every character, spaces written as --space")
+    build.add_argument("--space", default="|", help="the token that stands for a space in char models")
+    args = parser.parse_args(argv)
+    lines = [line.split() for line in args.text.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if args.unit == "char":
+        lines = [[c for word in words for c in (*word, args.space)][:-1] for words in lines]
+    lm = build_ngram_lm(lines, args.order)
+    write_arpa(lm, args.out)
+    sizes = ", ".join(f"{len(ids)} {n}-grams" for n, (ids, _, _) in enumerate(lm.ngrams, start=1))
+    print(f"wrote {args.out}: {sizes} from {len(lines)} sentences")
+
+
+if __name__ == "__main__":
+    main()

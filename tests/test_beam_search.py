@@ -1,0 +1,224 @@
+"""CTC prefix beam search against oracles: a brute-force sum over all alignments on tiny inputs, a plain
+Python prefix beam search (dicts, one prefix at a time) for pruned searches, greedy decoding at beam 1,
+hand-made peaky inputs for repeats and timestamps, and flashlight-text / pyctcdecode where installed."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from ctcrnn.decoding import BeamSearchDecoder, greedy_decode, prefix_beam_search
+
+
+def log_probs_for(rows: list[list[float]]) -> torch.Tensor:
+    """(1, T, V) float64 log-probs from per-frame probabilities (rows are renormalised)."""
+    p = torch.tensor(rows, dtype=torch.float64)
+    return (p / p.sum(-1, keepdim=True)).log().unsqueeze(0)
+
+
+def random_log_probs(batch: int, steps: int, classes: int, seed: int, scale: float = 2.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(batch, steps, classes, generator=g, dtype=torch.float64)).log_softmax(-1)
+
+
+def peaky_log_probs(batch: int, steps: int, classes: int, seed: int) -> torch.Tensor:
+    """CTC-like outputs: blank ≈ 0.9 on most frames, a confident token on about a third of them."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, steps, classes, generator=g)
+    logits[..., 0] += math.log(classes) + 3
+    spikes = torch.rand(batch, steps, generator=g) < 0.3
+    tokens = torch.randint(1, classes, (batch, steps), generator=g)
+    logits[spikes.nonzero(as_tuple=True) + (tokens[spikes],)] += math.log(classes) + 6
+    return logits.log_softmax(-1)
+
+
+def brute_force(log_probs: torch.Tensor) -> list[tuple[tuple[int, ...], float]]:
+    """Every labelling of (T, V) log-probs with its log-probability (log-sum-exp over all V^T paths that
+    collapse to it), most probable first."""
+    steps, classes = log_probs.shape
+    totals: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(classes), repeat=steps):
+        labels = tuple(label for label, _ in itertools.groupby(path) if label != 0)
+        score = sum(log_probs[t, c].item() for t, c in enumerate(path))
+        totals[labels] = _lse(totals.get(labels, -math.inf), score)
+    return sorted(totals.items(), key=lambda item: -item[1])
+
+
+def _lse(a: float, b: float) -> float:
+    return float(torch.logaddexp(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)))
+
+
+def _add(table: dict, prefix: tuple[int, ...], pb: float, pnb: float) -> None:
+    old_b, old_nb = table.get(prefix, (-math.inf, -math.inf))
+    table[prefix] = (_lse(old_b, pb), _lse(old_nb, pnb))
+
+
+def reference_search(log_probs: torch.Tensor, beam: int, topk: int | None = None,
+                     threshold: float | None = None) -> list[tuple[tuple[int, ...], float]]:
+    """Textbook prefix beam search, one prefix and one token at a time. Pruning: a token outside the
+    frame's top-k (or below the threshold) may not start a new prefix, but still adds its mass to a
+    prefix that is already a beam (as ctcrnn does: that costs nothing and is exact)."""
+    lp = log_probs.tolist()
+    beams = {(): (0.0, -math.inf)}
+    for frame in lp:
+        order = sorted(range(1, len(frame)), key=lambda c: -frame[c])
+        allowed = set(order[:topk] if topk else order)
+        if threshold is not None:
+            allowed = {c for c in allowed if frame[c] >= threshold}
+        new: dict[tuple[int, ...], tuple[float, float]] = {}
+        for prefix, (pb, pnb) in beams.items():
+            total = _lse(pb, pnb)
+            _add(new, prefix, total + frame[0], -math.inf)
+            if prefix:
+                _add(new, prefix, -math.inf, pnb + frame[prefix[-1]])
+            for c in range(1, len(frame)):
+                if c in allowed or prefix + (c,) in beams:
+                    _add(new, prefix + (c,), -math.inf, (pb if prefix and prefix[-1] == c else total) + frame[c])
+        beams = dict(sorted(new.items(), key=lambda item: -_lse(*item[1]))[:beam])
+    return sorted(((prefix, _lse(*s)) for prefix, s in beams.items()), key=lambda item: -item[1])
+
+
+def decoded(log_probs, lengths, beam, **options):
+    return [[(tuple(h.tokens), h.score) for h in nbest]
+            for nbest in prefix_beam_search(log_probs, lengths, beam, **options)]
+
+
+def assert_same(got, expected, tol=1e-9):
+    assert [labels for labels, _ in got] == [labels for labels, _ in expected]
+    assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=tol)
+
+
+def test_beam_one_is_greedy_with_exact_score():
+    log_probs = random_log_probs(6, 12, 5, seed=0, scale=3.0)
+    lengths = torch.tensor([12, 11, 7, 3, 1, 0])
+    hyps = prefix_beam_search(log_probs, lengths, beam_size=1)
+    assert [h[0].tokens for h in hyps] == greedy_decode(log_probs, lengths)
+    # The score is the labelling's probability over all alignments, not the best path's.
+    for b in range(3):
+        tiny = random_log_probs(1, 5, 3, seed=10 + b)
+        labels = tuple(greedy_decode(tiny, torch.tensor([5]))[0])
+        assert prefix_beam_search(tiny, torch.tensor([5]), 1)[0][0].score == pytest.approx(
+            dict(brute_force(tiny[0]))[labels], abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_large_beam_finds_the_most_probable_labellings(seed):
+    steps, classes = (6, 3) if seed % 2 else (5, 4)
+    log_probs = random_log_probs(1, steps, classes, seed)
+    expected = brute_force(log_probs[0])
+    assert_same(decoded(log_probs, torch.tensor([steps]), beam=300, nbest=6)[0], expected[:6])
+
+
+@pytest.mark.parametrize("beam", [2, 3, 5])
+def test_small_beams_equal_the_textbook_search(beam):
+    # V = 8 > beam + 2, so the internal "beam + 1 tokens" cut is exercised too.
+    for seed in range(4):
+        log_probs = random_log_probs(1, 10, 8, seed=100 + seed)
+        assert_same(decoded(log_probs, torch.tensor([10]), beam, nbest=beam)[0], reference_search(log_probs[0], beam))
+
+
+def test_repeated_tokens_need_a_blank():
+    a_a = log_probs_for([[0.05, 0.9, 0.05], [0.05, 0.9, 0.05]])      # "a a" frames collapse to "a"
+    a_blank_a = log_probs_for([[0.05, 0.9, 0.05], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])
+    for log_probs in (a_a, a_blank_a):
+        steps = log_probs.shape[1]
+        assert_same(decoded(log_probs, torch.tensor([steps]), 20, nbest=3)[0], brute_force(log_probs[0])[:3])
+    assert decoded(a_a, torch.tensor([2]), 4)[0][0][0] == (1,)
+    assert decoded(a_blank_a, torch.tensor([3]), 4)[0][0][0] == (1, 1)
+
+
+def test_batch_with_padding_equals_each_utterance_alone():
+    log_probs = random_log_probs(4, 15, 6, seed=7)
+    lengths = torch.tensor([15, 9, 4, 12])
+    together = decoded(log_probs, lengths, 6, nbest=3)
+    for b, length in enumerate(lengths.tolist()):
+        alone = decoded(log_probs[b:b + 1, :length], torch.tensor([length]), 6, nbest=3)[0]
+        assert_same(together[b], alone, tol=1e-12)
+
+
+def test_empty_utterance_decodes_to_nothing():
+    hyps = prefix_beam_search(random_log_probs(2, 4, 3, seed=1), torch.tensor([0, 4]), 4)
+    assert hyps[0][0].tokens == [] and hyps[0][0].score == 0.0 and hyps[0][0].token_spans == []
+
+
+@pytest.mark.parametrize(("topk", "threshold"), [(1, None), (2, None), (None, -1.5), (3, -2.0)])
+def test_token_pruning_equals_the_pruned_textbook_search(topk, threshold):
+    log_probs = random_log_probs(1, 10, 7, seed=3)
+    got = decoded(log_probs, torch.tensor([10]), 4, nbest=4, token_prune_topk=topk, token_prune_threshold=threshold)
+    assert_same(got[0], reference_search(log_probs[0], 4, topk, threshold))
+    if topk == 1:  # every decoded token is its frame's best non-blank token somewhere
+        best = set(log_probs[0, :, 1:].argmax(-1).add(1).tolist())
+        assert all(set(labels) <= best for labels, _ in got[0])
+
+
+def test_skipped_blank_frames_count_as_certain_blanks():
+    log_probs = peaky_log_probs(3, 20, 5, seed=4).double()
+    skip = log_probs[..., 0] > math.log(0.8)
+    # Equivalent input: on skipped frames only the blank is possible (its log-prob kept).
+    blank_only = log_probs.masked_fill(skip.unsqueeze(-1) & (torch.arange(5) > 0), -math.inf)
+    for b in range(3):
+        got = decoded(log_probs[b:b + 1], torch.tensor([20]), 5, nbest=3, skip_blank_threshold=0.8)[0]
+        assert_same(got, reference_search(blank_only[b], 5)[:3])
+    # A skipped blank still separates a repeated token.
+    a_blank_a = log_probs_for([[0.01, 0.98, 0.01], [0.98, 0.01, 0.01], [0.01, 0.98, 0.01]])
+    assert decoded(a_blank_a, torch.tensor([3]), 4, skip_blank_threshold=0.5)[0][0][0] == (1, 1)
+
+
+def test_hypothesis_fields_and_nbest_order():
+    log_probs = random_log_probs(2, 8, 4, seed=5)
+    hyps = prefix_beam_search(log_probs, torch.tensor([8, 6]), beam_size=8, nbest=4)
+    for nbest in hyps:
+        assert len(nbest) == 4
+        assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
+        assert all(h.lm_score == 0.0 and h.am_score == h.score for h in nbest)
+    with pytest.raises(ValueError, match="nbest"):
+        prefix_beam_search(log_probs, torch.tensor([8, 6]), beam_size=2, nbest=3)
+
+
+def test_timestamps_on_a_peaky_input():
+    # labels: 0 blank, 1 "a", 2 "b", 3 "|"; frames  a a _ b | _ _ a a _  -> "ab|a"
+    blank, a, b, bar = [0.97, 0.01, 0.01, 0.01], [0.01, 0.97, 0.01, 0.01], [0.01, 0.01, 0.97, 0.01], \
+        [0.01, 0.01, 0.01, 0.97]
+    log_probs = log_probs_for([a, a, blank, b, bar, blank, blank, a, a, blank])
+    hyp = prefix_beam_search(log_probs, torch.tensor([10]), 8, labels=["-", "a", "b", "|"], word_delimiter=3,
+                             frame_shift_s=0.04)[0][0]
+    assert hyp.tokens == [1, 2, 3, 1] and hyp.text == "ab a"
+    assert [(s.label, s.start, s.end) for s in hyp.token_spans] == [(1, 0, 2), (2, 3, 4), (3, 4, 5), (1, 7, 9)]
+    assert hyp.token_times == pytest.approx([(0.0, 0.08), (0.12, 0.16), (0.16, 0.20), (0.28, 0.36)])
+    assert [(w.text, w.start, w.end) for w in hyp.words] == [("ab", 0, 4), ("a", 7, 9)]
+    assert (hyp.words[1].start_s, hyp.words[1].end_s) == pytest.approx((0.28, 0.36))
+
+
+def test_decoder_object_is_reusable_and_float32_matches_float64():
+    log_probs = random_log_probs(3, 12, 6, seed=9)
+    decoder = BeamSearchDecoder(beam_size=6, nbest=2, timestamps=False)
+    first, second = decoder(log_probs, torch.tensor([12, 10, 5])), decoder(log_probs.float(), torch.tensor([12, 10, 5]))
+    assert [[h.tokens for h in n] for n in first] == [[h.tokens for h in n] for n in second]
+    assert [h.score for n in first for h in n] == pytest.approx([h.score for n in second for h in n], abs=1e-4)
+
+
+# ---------------------------------------------------------------- other decoders, where installed
+LABELS = ["-", "a", "b", "c", "d", "e", "|"]
+
+
+@pytest.mark.parametrize("which", ["flashlight", "pyctcdecode"])
+def test_top1_agrees_with_other_decoders(which):
+    pytest.importorskip("flashlight.lib.text.decoder" if which == "flashlight" else "pyctcdecode")
+    from ctcrnn.external_decoders import FlashlightDecoder, PyCTCDecoder
+
+    def other(labels, beam):
+        if which == "flashlight":
+            return FlashlightDecoder(labels, beam_size=beam, beam_threshold=1e9, log_add=True, timestamps=False)
+        return PyCTCDecoder(labels, beam_size=beam, beam_prune_logp=-1e9, token_min_logp=-1e9, timestamps=False)
+
+    # Tiny random inputs, beams wide enough for all three searches to be exact.
+    tiny = random_log_probs(12, 5, 4, seed=11).float()
+    lengths = torch.full((12,), 5)
+    ours, theirs = prefix_beam_search(tiny, lengths, 200), other(LABELS[:4], 200)(tiny, lengths)
+    assert [h[0].tokens for h in ours] == [h[0].tokens for h in theirs]
+    assert [h[0].score for h in ours] == pytest.approx([h[0].am_score for h in theirs], abs=1e-4)
+    # Peaky CTC-like outputs of realistic length, at an equal, ordinary beam.
+    peaky = peaky_log_probs(8, 60, len(LABELS), seed=12)
+    lengths = torch.tensor([60, 60, 55, 50, 41, 60, 33, 60])
+    ours, theirs = prefix_beam_search(peaky, lengths, 8), other(LABELS, 8)(peaky, lengths)
+    assert [h[0].tokens for h in ours] == [h[0].tokens for h in theirs]

@@ -1,0 +1,249 @@
+"""n-gram LMs (ARPA reading with back-off, the Witten-Bell builder) and their fusion into the beam search
+(LM scores, word bonus, lexicon, hotwords), against hand-computed values."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ctcrnn.decoding import prefix_beam_search
+from ctcrnn.lm import LN10, build_ngram_lm, main, read_arpa, write_arpa
+
+ARPA = """some header text tools write
+\\data\\
+ngram 1=6
+ngram 2=4
+ngram 3=2
+
+\\1-grams:
+-1.2\t<unk>
+-99\t<s>\t-0.4
+-0.6\tcat\t-0.25
+-0.7\tsat\t-0.15
+-0.8\tthe\t-0.3
+-0.5\t</s>
+
+\\2-grams:
+-0.2\t<s> the\t-0.1
+-0.3\tthe cat\t-0.05
+-0.35\tcat sat
+-0.45\tsat </s>
+
+\\3-grams:
+-0.05\t<s> the cat
+-0.1\tthe cat sat
+
+\\end\\
+"""
+
+
+@pytest.fixture
+def arpa_lm(tmp_path):
+    path = tmp_path / "hand.arpa"
+    path.write_text(ARPA)
+    return read_arpa(path)
+
+
+@pytest.mark.parametrize(("context", "word", "log10"), [
+    (["<s>", "the"], "cat", -0.05),              # listed trigram
+    (["the", "cat"], "sat", -0.1),
+    (["<s>", "the"], "sat", -0.1 - 0.3 - 0.7),   # bo(<s> the) + bo(the) + P(sat)
+    (["cat", "sat"], "</s>", -0.45),             # "cat sat" has no back-off: 0
+    (["the", "cat"], "the", -0.05 - 0.25 - 0.8),
+    (["cat", "sat"], "dog", -0.15 - 1.2),        # unknown word: <unk>
+    (["<s>"], "cat", -0.4 - 0.6),
+    ([], "cat", -0.6),
+])
+def test_arpa_back_off_scores(arpa_lm, context, word, log10):
+    assert arpa_lm.log_prob(word, context) == pytest.approx(log10 * LN10, abs=1e-5)
+
+
+def test_batched_scores_equal_single_scores(arpa_lm):
+    words = ["the", "cat", "sat", "</s>", "<unk>"]
+    contexts = [["<s>", "the"], ["the", "cat"], ["cat", "sat"], ["sat", "the"]]
+    ids = torch.tensor([arpa_lm.word_ids(c) for c in contexts])
+    table = arpa_lm.score(ids.unsqueeze(1), torch.tensor(arpa_lm.word_ids(words)))  # (4, 5)
+    expected = [arpa_lm.log_prob(w, c) for c in contexts for w in words]
+    assert table.flatten().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_missing_unk_and_bad_counts(tmp_path):
+    no_unk = tmp_path / "no_unk.arpa"
+    no_unk.write_text(ARPA.replace("ngram 1=6", "ngram 1=5").replace("-1.2\t<unk>\n", ""))
+    assert read_arpa(no_unk).log_prob("dog", []) == pytest.approx(-100 * LN10)  # KenLM's convention
+    bad = tmp_path / "bad.arpa"
+    bad.write_text(ARPA.replace("ngram 2=4", "ngram 2=5"))
+    with pytest.raises(ValueError, match="announces 5 2-grams"):
+        read_arpa(bad)
+
+
+def test_witten_bell_by_hand(tmp_path):
+    # Sentences "a b a" and "b": unigram counts a 2, b 2, </s> 2 (N = 6, 3 types), vocabulary of 4
+    # predicted words (a, b, </s>, <unk>); every bigram context (<s>, a, b) has count 2 and 2 followers.
+    lm = build_ngram_lm([["a", "b", "a"], ["b"]], order=2)
+    write_arpa(lm, tmp_path / "wb.arpa")
+    lm = read_arpa(tmp_path / "wb.arpa")
+    p = {"a": 2.75 / 9, "b": 2.75 / 9, "</s>": 2.75 / 9, "<unk>": 0.75 / 9}
+    for word, prob in p.items():
+        assert math.exp(lm.log_prob(word)) == pytest.approx(prob, rel=1e-7)
+    assert math.exp(lm.log_prob("a", ["<s>"])) == pytest.approx((1 + 2 * p["a"]) / 4, rel=1e-7)
+    assert math.exp(lm.log_prob("</s>", ["a"])) == pytest.approx((1 + 2 * p["</s>"]) / 4, rel=1e-7)
+    assert math.exp(lm.log_prob("a", ["a"])) == pytest.approx(0.5 * p["a"], rel=1e-7)  # unseen: γ(a) P(a)
+    assert math.exp(lm.log_prob("<unk>", ["b"])) == pytest.approx(0.5 * p["<unk>"], rel=1e-7)
+
+
+def test_built_model_is_normalised(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    words = ["the", "cat", "dog", "sat", "on", "mat", "a", "ran"]
+    text = [[words[i] for i in torch.randint(0, 8, (int(n),), generator=g)]
+            for n in torch.randint(1, 8, (300,), generator=g)]
+    write_arpa(build_ngram_lm(text, order=3), tmp_path / "lm.arpa")
+    lm = read_arpa(tmp_path / "lm.arpa")
+    predicted = torch.tensor([i for i, w in enumerate(lm.vocab) if w != "<s>"])
+    for context in (["<s>"], ["<s>", "the"], ["cat", "dog"], ["on", "on"], ["zebra", "the"], ["mat"]):
+        ids = torch.tensor(([-1] * 2 + lm.word_ids(context))[-2:])
+        total = lm.score(ids.expand(len(predicted), 2), predicted).double().exp().sum()
+        assert float(total) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_build_command(tmp_path):
+    (tmp_path / "text.txt").write_text("the cat sat\nthe cat\n\n")
+    main(["build", str(tmp_path / "text.txt"), "--order", "2", "--out", str(tmp_path / "w.arpa")])
+    assert read_arpa(tmp_path / "w.arpa").log_prob("cat", ["the"]) == pytest.approx(
+        build_ngram_lm([["the", "cat", "sat"], ["the", "cat"]], 2).log_prob("cat", ["the"]), abs=1e-6)
+    main(["build", str(tmp_path / "text.txt"), "--order", "3", "--out", str(tmp_path / "c.arpa"), "--unit", "char"])
+    chars = read_arpa(tmp_path / "c.arpa")
+    assert {"t", "h", "e", "|", "c", "a", "s"} <= set(chars.vocab)
+    assert chars.log_prob("|", ["h", "e"]) > chars.log_prob("a", ["h", "e"])  # "he" is always followed by "|"
+
+
+# ---------------------------------------------------------------- fusion into the beam search
+LABELS = ["-", "a", "c", "o", "t", "|"]
+BAR = 5
+
+
+def frames(rows: list[dict[str, float]]) -> torch.Tensor:
+    """(1, T, 6) float64 log-probs: each row's labels get their probability, blank the rest."""
+    p = torch.full((len(rows), len(LABELS)), 1e-3, dtype=torch.float64)
+    for t, row in enumerate(rows):
+        for label, prob in row.items():
+            p[t, LABELS.index(label)] = prob
+        p[t, 0] = max(1e-3, 1 - sum(row.values()))
+    return (p / p.sum(-1, keepdim=True)).log().unsqueeze(0)
+
+
+# Acoustically "cot cot" beats "cat cat" (0.5 vs 0.4 on the vowel frames).
+COT = frames([{"c": .9}, {"o": .5, "a": .4}, {"t": .9}, {"|": .9}, {"c": .9}, {"o": .5, "a": .4}, {"t": .9}])
+LENGTH = torch.tensor([COT.shape[1]])
+
+
+def ctc_log_likelihood(log_probs, tokens):
+    return -float(F.ctc_loss(log_probs[0], torch.tensor(tokens), LENGTH, torch.tensor([len(tokens)]),
+                             reduction="sum"))
+
+
+def sentence_log_prob(lm, units):
+    context, total = ["<s>"], 0.0
+    for unit in [*units, "</s>"]:
+        total += lm.log_prob(unit, context[-(lm.order - 1):])
+        context.append(unit)
+    return total
+
+
+def test_word_lm_scores_are_the_hand_computed_sums():
+    lm = build_ngram_lm([["cat", "cat"], ["a", "cat"], ["the", "cat", "sat"]], order=2)
+    plain = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, word_delimiter=BAR)[0][0]
+    assert plain.text == "cot cot"
+    hyps = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, word_delimiter=BAR, lm=lm, lm_weight=0.8,
+                              word_bonus=0.3, nbest=3)[0]
+    assert hyps[0].text == "cat cat"
+    for hyp in hyps:
+        words = hyp.text.split()
+        assert hyp.lm_score == pytest.approx(0.8 * sentence_log_prob(lm, words) + 0.3 * len(words), abs=1e-5)
+        assert hyp.am_score == pytest.approx(ctc_log_likelihood(COT, hyp.tokens), abs=1e-6)
+        assert hyp.score == pytest.approx(hyp.am_score + hyp.lm_score)
+
+
+def test_token_lm_scores_every_label():
+    lm = build_ngram_lm([list("cat|cat"), list("cat")], order=3)
+    hyps = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, lm=lm, lm_weight=0.5, word_bonus=0.2, nbest=3)[0]
+    assert hyps[0].text == "cat|cat"  # no word_delimiter given: text is the labels joined
+    for hyp in hyps:
+        units = [LABELS[t] for t in hyp.tokens]
+        assert hyp.lm_score == pytest.approx(0.5 * sentence_log_prob(lm, units) + 0.2 * len(units), abs=1e-5)
+        assert hyp.am_score == pytest.approx(ctc_log_likelihood(COT, hyp.tokens), abs=1e-6)
+
+
+def test_bonus_alone_counts_words_or_tokens():
+    words = prefix_beam_search(COT, LENGTH, 8, labels=LABELS, word_delimiter=BAR, word_bonus=0.25, nbest=4)[0]
+    assert all(h.lm_score == pytest.approx(0.25 * len(h.text.split())) for h in words)
+    tokens = prefix_beam_search(COT, LENGTH, 8, labels=LABELS, word_bonus=-0.5, nbest=4)[0]
+    assert all(h.lm_score == pytest.approx(-0.5 * len(h.tokens)) for h in tokens)
+
+
+def test_zero_lm_weight_changes_nothing():
+    lm = build_ngram_lm([["cat"]], order=2)
+    plain = prefix_beam_search(COT, LENGTH, 8, nbest=4)[0]
+    fused = prefix_beam_search(COT, LENGTH, 8, nbest=4, labels=LABELS, word_delimiter=BAR, lm=lm, lm_weight=0.0)[0]
+    assert [h.tokens for h in fused] == [h.tokens for h in plain]
+    assert [h.score for h in fused] == pytest.approx([h.score for h in plain], abs=1e-9)
+
+
+def test_lexicon_excludes_other_words():
+    lexicon = ["cat", "at", "a"]
+    hyps = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, word_delimiter=BAR, lexicon=lexicon, nbest=5)[0]
+    assert hyps[0].text == "cat cat"
+    assert all(set(h.text.split()) <= set(lexicon) for h in hyps)
+    # The trie prunes "co" as soon as it appears, so even a single beam keeps "ca" alive.
+    narrow = prefix_beam_search(COT, LENGTH, 1, labels=LABELS, word_delimiter=BAR, lexicon=lexicon)[0][0]
+    assert narrow.text == "cat cat" and math.isfinite(narrow.score)
+    with pytest.raises(ValueError, match="word_delimiter"):
+        prefix_beam_search(COT, LENGTH, 4, labels=LABELS, lexicon=lexicon)
+
+
+def test_hotword_bonus_flips_the_result():
+    hyps = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, word_delimiter=BAR, hotwords=["cat"],
+                              hotword_bonus=1.0, nbest=3)[0]
+    assert hyps[0].text == "cat cat"
+    assert {h.text: h.lm_score for h in hyps}["cat cat"] == pytest.approx(2.0)
+    assert all(h.lm_score == pytest.approx(h.text.split().count("cat")) for h in hyps)
+    # "cat" is on the way to "cats" but never gets there: the partial bonus is taken back at the word end.
+    partial = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, word_delimiter=BAR, hotwords=["cats"],
+                                 hotword_bonus=1.0, nbest=3)[0]
+    assert [h.lm_score for h in partial] == pytest.approx([0.0, 0.0, 0.0])
+    # A bonus too small to beat the acoustics leaves "cot cot" on top.
+    weak = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, word_delimiter=BAR, hotwords=["cat"],
+                              hotword_bonus=0.1)[0][0]
+    assert weak.text == "cot cot"
+
+
+def test_token_lm_top1_agrees_with_flashlight(tmp_path):
+    pytest.importorskip("flashlight.lib.text.decoder")
+    from ctcrnn.external_decoders import FlashlightDecoder
+
+    g = torch.Generator().manual_seed(0)
+    labels = ["-"] + [f"g{i}" for i in range(1, 40)]
+    chain = torch.randint(1, 40, (40, 3), generator=g)  # each gloss has three likely successors
+    sentences = []
+    for _ in range(400):
+        token, sentence = int(torch.randint(1, 40, (1,), generator=g)), []
+        for _ in range(int(torch.randint(3, 10, (1,), generator=g))):
+            sentence.append(token)
+            token = int(chain[token, torch.randint(0, 3, (1,), generator=g)])
+        sentences.append(sentence)
+    write_arpa(build_ngram_lm([[labels[t] for t in s] for s in sentences], order=3), tmp_path / "g.arpa")
+    # Peaky outputs of the first 8 sentences; every other spike shares its mass with a random gloss.
+    logits = torch.randn(8, 40, 40, generator=g)
+    logits[..., 0] += 7
+    for b, sentence in enumerate(sentences[:8]):
+        for i, token in enumerate(sentence):
+            logits[b, 1 + 4 * i, token] += 12
+            if i % 2:
+                logits[b, 1 + 4 * i, int(torch.randint(1, 40, (1,), generator=g))] += 11.5
+    log_probs, lengths = logits.log_softmax(-1), torch.full((8,), 40)
+    ours = prefix_beam_search(log_probs, lengths, 16, labels=labels, lm=tmp_path / "g.arpa", lm_weight=0.5)
+    theirs = FlashlightDecoder(labels, beam_size=16, beam_threshold=1e9, lm=tmp_path / "g.arpa", lm_weight=0.5,
+                               timestamps=False)(log_probs, lengths)
+    assert [h[0].tokens for h in ours] == [h[0].tokens for h in theirs]
+    plain = prefix_beam_search(log_probs, lengths, 16)
+    assert [h[0].tokens for h in plain] != [h[0].tokens for h in ours]  # the LM changed something
