@@ -1,4 +1,4 @@
-"""The ``ctcrnn`` command: ``train``, ``evaluate``, ``models``.
+"""The ``ctcrnn`` command: ``train``, ``evaluate``, ``tune-lm``, ``lm``, ``models``.
 
 ``python train.py ARGS`` is ``ctcrnn train ARGS``.
 """
@@ -20,6 +20,9 @@ def format_summary(summary: dict) -> str:
             s = summary[setting]
             lines.append(f"  {setting:<12} frame acc {s['acc']:.1f}  edit {s['edit']:.1f}  "
                          f"F1@10/25/50 {s['f1@10']:.1f}/{s['f1@25']:.1f}/{s['f1@50']:.1f}")
+    if "beam" in summary:
+        b = summary["beam"]
+        lines.append(f"  {b['decoder']}: transcript error rate {b['ter']:.2f}%")
     lines.append(f"  reports in {summary['out_dir']}")
     return "\n".join(lines)
 
@@ -43,17 +46,61 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate
 
+    decoder = None
+    if args.beam:
+        decoder = {"beam_size": args.beam, "lm": args.lm, "lm_weight": args.lm_weight,
+                   "word_bonus": args.word_bonus, "lexicon": args.lexicon, "word_delimiter": args.word_delimiter}
+    elif args.lm or args.lexicon:
+        raise ValueError("--lm and --lexicon apply to beam search: add --beam N (e.g. --beam 16)")
     summary = evaluate(args.checkpoint, split=args.split, out_dir=args.out, device=args.device,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, decoder=decoder)
     print(format_summary(summary))
     if args.json:
         print(json.dumps(summary, indent=2))
+
+
+def cmd_tune_lm(args) -> None:
+    from .lm_tuning import tune_lm
+
+    result = tune_lm(args.checkpoint, args.lm, split=args.split, lm_weights=args.lm_weights,
+                     word_bonuses=args.word_bonuses, beam_size=args.beam, lexicon=args.lexicon,
+                     word_delimiter=args.word_delimiter, device=args.device, out=args.out)
+    print(f"{result['split']}: greedy transcript error rate {result['greedy_ter']:.2f}%; beam {args.beam} with LM:")
+    print("  lm_weight  word_bonus  error %")
+    for g in result["grid"]:
+        print(f"  {g['lm_weight']:9.2f}  {g['word_bonus']:10.2f}  {g['ter']:7.2f}")
+    best = result["best"]
+    print(f"best: --lm-weight {best['lm_weight']} --word-bonus {best['word_bonus']} ({best['ter']:.2f}%)")
+
+
+def cmd_lm(args) -> None:
+    from .lm import main as lm_main
+
+    lm_main(args.lm_args)
 
 
 def cmd_models(args) -> None:
     from .registry import list_models
 
     print("\n".join(list_models(args.pattern)))
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_decoder_options(p: argparse.ArgumentParser, beam_default: int | None, lm_required: bool = False) -> None:
+    p.add_argument("--beam", type=int, default=beam_default,
+                   help="prefix beam search with this beam size, reported beside greedy decoding")
+    p.add_argument("--lm", required=lm_required, help="n-gram LM in ARPA format ('ctcrnn lm build' makes one)")
+    if not lm_required:
+        p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the natural-log LM probability")
+        p.add_argument("--word-bonus", type=float, default=0.0, help="added per word (per token for token LMs)")
+    p.add_argument("--lexicon", help="file of allowed words, one per line")
+    p.add_argument("--word-delimiter", help="the label between words (e.g. '|') when labels spell words")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    add_decoder_options(p, beam_default=None)
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("tune-lm", help="grid-search LM weight and word bonus on the validation split")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--split", help="dataset split (default: the config's validation split)")
+    p.add_argument("--lm-weights", type=float_list, default=[0.0, 0.25, 0.5, 1.0, 2.0], help="e.g. 0,0.5,1")
+    p.add_argument("--word-bonuses", type=float_list, default=[-1.0, 0.0, 1.0, 2.0], help="e.g. -1,0,1")
+    p.add_argument("--out", help="write the grid as JSON here")
+    p.add_argument("--device", default="auto")
+    add_decoder_options(p, beam_default=16, lm_required=True)
+    p.set_defaults(func=cmd_tune_lm)
+    p = sub.add_parser("lm", help="n-gram LM tools: 'ctcrnn lm build text.txt --order 3 --out lm.arpa'")
+    p.add_argument("lm_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_lm)
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(func=cmd_models)

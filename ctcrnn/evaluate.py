@@ -1,7 +1,9 @@
 """Evaluate a checkpoint on a dataset split: transcripts, segmentation and alignment scores, files.
 
 Writes to the output folder: ``summary.json``, ``summary.md``, ``hypotheses.tsv`` (one line per
-clip: id, reference, hypothesis, edits) and, for data with frame labels, ``segments.png``.
+clip: id, reference, hypothesis, edits, plus the beam-search hypothesis when a decoder is given) and,
+for data with frame labels, ``segments.png``. Greedy results are always reported, so a beam/LM setting
+is read against them in the same file.
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import config_from_dict
 from .ctc import min_ctc_frames
 from .data import build_dataset
+from .decoding import BeamSearchDecoder
 from .metrics import edit_distance, error_rate, segmentation_scores
 from .trainer import make_loader, predict, resolve_device
 
@@ -40,14 +43,22 @@ def frames_from_transcript(log_probs: torch.Tensor, transcript: list[int], num_i
     return to_input_frames(frame_labels_from_segments(segments, log_probs.shape[0]), num_input, stride)
 
 
-def run_model(model, dataset, batch_size: int, device: torch.device, num_workers: int = 0) -> list[dict]:
-    """Per clip: id, reference, greedy hypothesis, and frame labels from both alignment settings."""
+def run_model(model, dataset, batch_size: int, device: torch.device, num_workers: int = 0,
+              decoder=None, keep_log_probs: bool = False) -> list[dict]:
+    """Per clip: id, reference, greedy hypothesis, the ``decoder``'s best hypothesis (when given), the
+    clip's (T', V) log-probs (with ``keep_log_probs``, for re-decoding) and frame labels from both
+    alignment settings."""
     model.to(device)
     results = []
     for batch, log_probs, out_lengths, hyps in predict(model, make_loader(dataset, batch_size, num_workers, None,
                                                                           device), device):
+        beams = decoder(log_probs, out_lengths) if decoder is not None else None
         for i, sample_id in enumerate(batch["ids"]):
             row = {"id": sample_id, "ref": batch["targets"][i], "hyp": hyps[i]}
+            if beams is not None:
+                row["beam"] = beams[i][0].tokens
+            if keep_log_probs:
+                row["log_probs"] = log_probs[i, : int(out_lengths[i])]
             if "frame_labels" in batch:
                 clip = log_probs[i, : int(out_lengths[i])]
                 num_input = int(batch["lengths"][i])
@@ -63,6 +74,10 @@ def score(results: list[dict], labels: list[str], background: list[str]) -> dict
     """Transcript error rate plus, with frame labels, scores in the segmentation and alignment settings."""
     summary = {"clips": len(results), "ter": error_rate([r["ref"] for r in results], [r["hyp"] for r in results]),
                "transcript_exact": 100.0 * sum(r["ref"] == r["hyp"] for r in results) / max(1, len(results))}
+    if results and "beam" in results[0]:
+        summary["beam"] = {
+            "ter": error_rate([r["ref"] for r in results], [r["beam"] for r in results]),
+            "transcript_exact": 100.0 * sum(r["ref"] == r["beam"] for r in results) / len(results)}
     if results and "truth_frames" in results[0]:
         unknown = [b for b in background if b not in labels]
         if unknown:
@@ -114,14 +129,20 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     names = lambda seq: " ".join(labels[t] for t in seq)  # noqa: E731
+    beam = "beam" in summary
     with open(out_dir / "hypotheses.tsv", "w") as f:
-        f.write("id\treference\thypothesis\tedits\n")
+        f.write("id\treference\thypothesis\tedits" + ("\tbeam_hypothesis\tbeam_edits\n" if beam else "\n"))
         for r in results:
-            f.write(f"{r['id']}\t{names(r['ref'])}\t{names(r['hyp'])}\t{edit_distance(r['ref'], r['hyp'])}\n")
+            f.write(f"{r['id']}\t{names(r['ref'])}\t{names(r['hyp'])}\t{edit_distance(r['ref'], r['hyp'])}")
+            f.write(f"\t{names(r['beam'])}\t{edit_distance(r['ref'], r['beam'])}\n" if beam else "\n")
     lines = [f"# Evaluation: {summary['checkpoint']} on split `{summary['split']}`", "",
              "| metric | value |", "|---|---|", f"| clips | {summary['clips']} |",
              f"| transcript error rate (%) | {summary['ter']:.2f} |",
              f"| exact transcripts (%) | {summary['transcript_exact']:.1f} |"]
+    if beam:
+        b = summary["beam"]
+        lines += [f"| beam search ({b['decoder']}): transcript error rate (%) | {b['ter']:.2f} |",
+                  f"| beam search: exact transcripts (%) | {b['transcript_exact']:.1f} |"]
     for setting in ("segmentation", "alignment"):
         for key, value in summary.get(setting, {}).items():
             lines.append(f"| {setting}: {key} | {value:.2f} |" if isinstance(value, float) else
@@ -132,21 +153,64 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Path | None = None,
-             device: str = "auto", batch_size: int | None = None) -> dict:
-    """Evaluate ``checkpoint`` on ``split`` (default: the config's test split) and write the reports."""
+def make_decoder(labels: list[str], beam_size: int, lm: str | None = None, lm_weight: float = 0.5,
+                 word_bonus: float = 0.0, lexicon: str | None = None, word_delimiter: str | None = None,
+                 ) -> BeamSearchDecoder:
+    """A beam-search decoder for a checkpoint's labels; ``lexicon`` is a file with one word per line and
+    ``word_delimiter`` the label that separates words (e.g. "|"), if the labels spell words."""
+    words = None
+    if lexicon:
+        words = [w for w in Path(lexicon).read_text().split() if w]
+        if not words:
+            raise ValueError(f"lexicon {lexicon} has no words (expected one word per line)")
+    delimiter = None
+    if word_delimiter is not None:
+        if word_delimiter not in labels:
+            raise ValueError(f"word delimiter {word_delimiter!r} is not a label of this model: {labels[:12]}...")
+        delimiter = labels.index(word_delimiter)
+    return BeamSearchDecoder(beam_size, labels=labels, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
+                             lexicon=words, word_delimiter=delimiter, timestamps=False)
+
+
+def describe_decoder(options: dict) -> str:
+    text = f"beam {options['beam_size']}"
+    if options.get("lm"):
+        text += f", LM {Path(options['lm']).name} weight {options.get('lm_weight', 0.5)}"
+    if options.get("word_bonus"):
+        text += f", word bonus {options['word_bonus']}"
+    if options.get("lexicon"):
+        text += f", lexicon {Path(options['lexicon']).name}"
+    return text
+
+
+def load_for_evaluation(checkpoint: str | Path, split: str | None, default: str = "test"):
+    """(state, config, split, dataset, model) for scoring ``checkpoint`` on ``split`` (None: the config's
+    ``default`` split, "test" or "val")."""
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
-    split = split or cfg.data.test_split
+    split = split or getattr(cfg.data, f"{default}_split")
     dataset = build_dataset(cfg.data.name, split, cfg.data.args)
     if list(dataset.labels) != list(state["labels"]):
         raise ValueError(f"{checkpoint} was trained with labels {state['labels'][:8]}... but {cfg.data.name}/{split} "
                          f"has {list(dataset.labels)[:8]}...: evaluate on data with the same vocabulary")
-    model = model_from_checkpoint(state)
+    return state, cfg, split, dataset, model_from_checkpoint(state)
+
+
+def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Path | None = None,
+             device: str = "auto", batch_size: int | None = None, decoder: dict | None = None) -> dict:
+    """Evaluate ``checkpoint`` on ``split`` (default: the config's test split) and write the reports.
+
+    decoder: options of :func:`make_decoder` (``beam_size``, ``lm``, ``lm_weight``, ``word_bonus``,
+    ``lexicon``, ``word_delimiter``) to report a beam search beside greedy decoding.
+    """
+    state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split)
+    beam = make_decoder(state["labels"], **decoder) if decoder else None
     results = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
-                        cfg.data.num_workers)
+                        cfg.data.num_workers, decoder=beam)
     summary = {"checkpoint": str(checkpoint), "split": split, "epoch": state["epoch"] + 1,
                **score(results, state["labels"], cfg.eval.background)}
+    if beam is not None:
+        summary["beam"]["decoder"] = describe_decoder(decoder)
     out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{split}"
     write_reports(results, summary, state["labels"], out_dir, cfg.eval.num_plots)
     summary["out_dir"] = str(out_dir)

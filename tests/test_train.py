@@ -155,6 +155,34 @@ def test_cli_train_then_evaluate_writes_reports(tmp_path, capsys):
     assert len((tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()) == 9
 
 
+def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys):
+    """lm build writes an ARPA file from transcripts, evaluate --beam reports beam search beside greedy,
+    tune-lm scores the whole grid on the validation split and picks its best pair."""
+    main(["train", "--no-eval", *tiny_config_overrides(tmp_path, **{"trainer.max_epochs": 1})])
+    run = tmp_path / "tiny"
+    ds = build_dataset("synthetic_actions", "train", {"train_size": 48, "frame_size": 16, "min_frames": 20,
+                                                      "max_frames": 32})
+    names = ds.labels
+    (tmp_path / "text.txt").write_text("\n".join(" ".join(names[t] for t in ds[i]["target"]) for i in range(48)))
+    main(["lm", "build", str(tmp_path / "text.txt"), "--order", "2", "--out", str(tmp_path / "lm.arpa")])
+    assert "\\2-grams:" in (tmp_path / "lm.arpa").read_text()
+    main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "ev"),
+          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5"])
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert set(summary["beam"]) == {"ter", "transcript_exact", "decoder"} and "beam 8, LM lm.arpa" in summary["beam"]["decoder"]
+    header = (tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()[0].split("\t")
+    assert header == ["id", "reference", "hypothesis", "edits", "beam_hypothesis", "beam_edits"]
+    capsys.readouterr()
+    main(["tune-lm", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa"), "--beam", "4",
+          "--lm-weights", "0,1", "--word-bonuses", "0,0.5", "--out", str(tmp_path / "grid.json")])
+    result = json.loads((tmp_path / "grid.json").read_text())
+    assert result["split"] == "val" and len(result["grid"]) == 4
+    assert result["best"]["ter"] == min(g["ter"] for g in result["grid"])
+    assert "best: --lm-weight" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="add --beam"):
+        main(["evaluate", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa")])
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "trainer.max_epoch=1"], "did you mean 'max_epochs'"),
     (["train", "model.name=frame_cnn_rn"], "did you mean 'frame_cnn_rnn'"),

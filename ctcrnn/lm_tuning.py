@@ -1,0 +1,50 @@
+"""Grid search of LM weight and word bonus on a dev split: the model runs once, the decoder once per pair.
+
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from .evaluate import load_for_evaluation, make_decoder, run_model
+from .metrics import error_rate
+from .trainer import resolve_device
+
+__all__ = ["tune_lm"]
+
+
+def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm_weights=(0.0, 0.25, 0.5, 1.0, 2.0),
+            word_bonuses=(-1.0, 0.0, 1.0, 2.0), beam_size: int = 16, lexicon: str | None = None,
+            word_delimiter: str | None = None, device: str = "auto", batch_size: int | None = None,
+            out: str | Path | None = None) -> dict:
+    """Token error rate (%) of every (lm_weight, word_bonus) pair on ``split`` (default: the config's
+    validation split, never the test split, so the chosen pair is not fitted to the test data).
+
+    Returns {"split", "greedy_ter", "grid": [{"lm_weight", "word_bonus", "ter"}, ...], "best": {...}};
+    ties go to the smaller weight, then the smaller bonus (the least LM influence that does as well).
+    Written to ``out`` as JSON when given.
+    """
+    state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split, default="val")
+    rows = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
+                     cfg.data.num_workers, keep_log_probs=True)
+    refs = [r["ref"] for r in rows]
+    log_probs = pad_sequence([r["log_probs"] for r in rows], batch_first=True)   # (N, T', V): all clips at once
+    lengths = torch.tensor([r["log_probs"].shape[0] for r in rows])
+    grid = []
+    for weight in lm_weights:
+        for bonus in word_bonuses:
+            decoder = make_decoder(state["labels"], beam_size, lm=str(lm), lm_weight=weight, word_bonus=bonus,
+                                   lexicon=lexicon, word_delimiter=word_delimiter)
+            hyps = [nbest[0].tokens for nbest in decoder(log_probs, lengths)]
+            grid.append({"lm_weight": weight, "word_bonus": bonus, "ter": error_rate(refs, hyps)})
+    best = min(grid, key=lambda g: (round(g["ter"], 9), g["lm_weight"], g["word_bonus"]))
+    result = {"checkpoint": str(checkpoint), "split": split, "beam_size": beam_size, "lm": str(lm),
+              "greedy_ter": error_rate(refs, [r["hyp"] for r in rows]), "grid": grid, "best": best}
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
