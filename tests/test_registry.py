@@ -12,7 +12,9 @@ from ctcrnn.registry import MODELS, Registry, RegistryError
 SMOKE_INPUTS = {
     "frame_cnn_rnn": ((3, 16, 16), 9, [{}, {"temporal_stride": 1, "pool": "grid"},
                                        {"temporal_stride": 3, "temporal_kernel": 5, "pool": "softargmax"},
-                                       {"frame_difference": False, "temporal_kernel": 1, "temporal_stride": 1, "pool": "grid"}]),
+                                       {"frame_difference": False, "temporal_kernel": 1, "temporal_stride": 1, "pool": "grid"},
+                                       {"temporal_stride": 4, "temporal_kernel": 9, "motion_cues": True,
+                                        "input_norm": True}]),
 }
 CASES = [(name, i) for name in list_models() for i in range(len(SMOKE_INPUTS.get(name, (0, 0, [{}]))[2]))]
 

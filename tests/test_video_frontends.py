@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ctcrnn.video.frontends import FrameCNN, SpatialSoftArgmax
+from ctcrnn.video.frontends import FrameCNN, SpatialSoftArgmax, normal_flow
 
 
 def test_soft_argmax_finds_the_peak():
@@ -57,3 +57,21 @@ def test_resnet18_trunk_loads_local_weights(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="not a ResNet-18"):
         FrameCNN((3, 32, 32), trunk="resnet18", weights_path=str(bad))
+
+
+@pytest.mark.parametrize("dx, dy", [(1, 0), (-1, 0), (0, 1), (0, -1)])
+def test_normal_flow_points_against_the_motion(dx, dy):
+    """A bright square moving one pixel per frame: summed over the frame, I_t * grad I has the sign of
+    -v on the moving axis and sums to zero on the other (the square is symmetric)."""
+    frames = torch.zeros(1, 4, 3, 16, 16)
+    for t in range(4):
+        y, x = 6 + dy * t, 6 + dx * t
+        frames[0, t, :, y : y + 4, x : x + 4] = 1.0
+    flow = normal_flow(frames)                                      # (1, 4, 2, 16, 16)
+    assert flow.shape == (1, 4, 2, 16, 16) and flow[0, 0].abs().sum() == 0  # no predecessor, no motion
+    sums = flow[0, 1:].sum(dim=(2, 3))                              # (3, 2): x and y components
+    for moving, component in ((dx, sums[:, 0]), (dy, sums[:, 1])):
+        if moving:
+            assert (torch.sign(component) == -moving).all()
+        else:
+            torch.testing.assert_close(component, torch.zeros(3), rtol=0, atol=1e-6)

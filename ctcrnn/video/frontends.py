@@ -39,11 +39,15 @@ class GlobalAvgMaxPool(nn.Module):
         return torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
 
 
-def small_cnn(in_channels: int, widths: tuple[int, ...], grid: int, pool: str = "grid") -> tuple[nn.Module, int]:
+def small_cnn(in_channels: int, widths: tuple[int, ...], grid: int, pool: str = "grid",
+              input_norm: bool = False) -> tuple[nn.Module, int]:
     """3x3 stride-2 conv blocks, then a pool that keeps *where* the content is, which motion actions
     need (a global average pool would throw position away): a fixed grid, flattened, or a spatial
     soft-argmax."""
-    layers, channels = [], in_channels
+    # Standardise each input channel first: frame differences and motion cues are an order of magnitude
+    # smaller than the pixels, and without this the first conv would all but ignore them (its gradient
+    # for a channel scales with that channel's size).
+    layers, channels = [nn.BatchNorm2d(in_channels)] if input_norm else [], in_channels
     for width in widths:
         layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
                    nn.ReLU(inplace=True)]
@@ -82,6 +86,26 @@ def resnet18_trunk(in_channels: int, weights_path: str | None) -> tuple[nn.Modul
     return net, 512
 
 
+def normal_flow(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, H, W) -> (B, T, 2, H, W): I_t * dI/dx and I_t * dI/dy of the grey-level frames.
+
+    Brightness constancy says I_t = -v . grad I, so I_t * grad I = -(v . grad I) grad I points against
+    the motion wherever there is an edge: its sum over a frame is the numerator of the least-squares
+    (Lucas-Kanade) global velocity. A CNN can learn this product from frames and their differences,
+    but slowly, because each factor alone says nothing about direction; handing it over is the cheap
+    cousin of the optical-flow stream of two-stream networks (Simonyan & Zisserman 2014). The first
+    frame has no predecessor and gets zeros.
+    """
+    grey = x.mean(dim=2)                                                     # (B, T, H, W)
+    dt = torch.diff(grey, dim=1, prepend=grey[:, :1])
+    mid = 0.5 * (grey + torch.cat([grey[:, :1], grey[:, :-1]], dim=1))      # gradient between t-1 and t
+    dx = torch.zeros_like(mid)
+    dy = torch.zeros_like(mid)
+    dx[..., 1:-1] = 0.5 * (mid[..., 2:] - mid[..., :-2])
+    dy[..., 1:-1, :] = 0.5 * (mid[..., 2:, :] - mid[..., :-2, :])
+    return torch.stack([dt * dx, dt * dy], dim=2)
+
+
 class FrameCNN(Frontend):
     """Applies a 2D CNN to every valid frame as one (N_valid, C, H, W) batch.
 
@@ -92,14 +116,15 @@ class FrameCNN(Frontend):
     def __init__(self, in_shape: tuple[int, int, int], trunk: str = "small", widths: tuple[int, ...] = (16, 32, 64),
                  grid: int = 4, feature_dim: int = 128, dropout: float = 0.1, weights_path: str | None = None,
                  freeze_trunk: bool = False, temporal_kernel: int = 5, temporal_stride: int = 1,
-                 frame_difference: bool = False, pool: str = "grid"):
+                 frame_difference: bool = False, motion_cues: bool = False, pool: str = "grid",
+                 input_norm: bool = False):
         super().__init__()
         # Frame differences (x_t - x_{t-1}) as extra channels put motion in front of the CNN directly,
         # as in TSN's "RGB difference" stream; the first frame's difference is zero.
-        self.frame_difference = frame_difference
-        in_channels = in_shape[0] * (2 if frame_difference else 1)
+        self.frame_difference, self.motion_cues = frame_difference, motion_cues
+        in_channels = in_shape[0] * (2 if frame_difference else 1) + (2 if motion_cues else 0)
         if trunk == "small":
-            self.trunk, width = small_cnn(in_channels, tuple(widths), grid, pool)
+            self.trunk, width = small_cnn(in_channels, tuple(widths), grid, pool, input_norm)
         elif trunk == "resnet18":
             self.trunk, width = resnet18_trunk(in_channels, weights_path)
         else:
@@ -139,8 +164,13 @@ class FrameCNN(Frontend):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, steps = x.shape[:2]
         valid = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
+        extra = []
         if self.frame_difference:
-            x = torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=2)
+            extra.append(torch.diff(x, dim=1, prepend=x[:, :1]))
+        if self.motion_cues:
+            extra.append(normal_flow(x))
+        if extra:
+            x = torch.cat([x, *extra], dim=2)
         features = self.project(self.trunk(x[valid]))                                          # (N_valid, F)
         out = features.new_zeros(batch, steps, self.out_dim)
         out[valid] = features
