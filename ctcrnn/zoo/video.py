@@ -11,13 +11,13 @@ from ..video import FrameCNN
 def frame_cnn_rnn(*, num_classes: int, in_shape: tuple[int, int, int] = (3, 32, 32), trunk: str = "small",
                   widths: tuple[int, ...] = (16, 32, 64), grid: int = 4, feature_dim: int = 128,
                   dropout: float = 0.0, weights_path: str | None = None, freeze_trunk: bool = False,
-                  temporal_kernel: int = 5, temporal_stride: int = 2, frame_difference: bool = True,
-                  motion_cues: bool = False, pool: str = "avgmax", input_norm: bool = False,
+                  temporal_kernel: int = 9, temporal_stride: int = 4, frame_difference: bool = True,
+                  motion_cues: bool = True, pool: str = "avgmax", input_norm: bool = True,
                   encoder: dict | EncoderConfig | None = None) -> CTCModel:
-    """Per-frame 2D CNN -> temporal conv (stride 2) -> 2-layer BiGRU x 96 -> CTC.
+    """Per-frame 2D CNN -> temporal conv (kernel 9, stride 4) -> 2-layer BiGRU x 96 -> CTC.
 
-    The frame CNN is a small stride-2 conv stack over each frame and its difference to the previous
-    one, pooled by mean and max over space (``pool="grid"`` keeps a coarse position grid instead,
+    The frame CNN is a small stride-2 conv stack over each frame, its difference to the previous one
+    and normal-flow motion cues (standardised per channel first), pooled by mean and max over space (``pool="grid"`` keeps a coarse position grid instead,
     ``"softargmax"`` keypoint coordinates), or ``trunk="resnet18"``: torchvision's ResNet-18 with
     ``weights=None`` unless ``weights_path`` names a local state_dict. This is the default recipe for
     weakly supervised action labelling on SyntheticActions (``configs/synthetic_actions_gru.yaml``);
