@@ -38,21 +38,30 @@ class Frontend(nn.Module):
         raise NotImplementedError
 
 
-class CTCModel(nn.Module):
-    """frontend -> RNN encoder -> linear head -> log-softmax over V classes (blank = 0)."""
+def dnn_block(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+    """Linear -> LayerNorm -> LeakyReLU -> dropout: a per-frame DNN layer (CRDNN's "DNN" part).
+    LayerNorm rather than BatchNorm so a frame's output never depends on the padding beside it."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.LeakyReLU(), nn.Dropout(dropout))
 
-    def __init__(self, frontend: Frontend, encoder: EncoderConfig, num_classes: int):
+
+class CTCModel(nn.Module):
+    """frontend -> RNN encoder -> [per-frame DNN layers] -> linear head -> log-softmax over V (blank = 0)."""
+
+    def __init__(self, frontend: Frontend, encoder: EncoderConfig, num_classes: int,
+                 head_hidden: tuple[int, ...] = (), head_dropout: float = 0.0):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"a CTC model needs blank plus at least one label, got num_classes={num_classes}")
         self.frontend = frontend
         self.encoder = RNNEncoder(frontend.out_dim, encoder)
-        self.head = nn.Linear(self.encoder.out_dim, num_classes)
+        dims = [self.encoder.out_dim, *head_hidden]
+        self.dnn = nn.Sequential(*(dnn_block(a, b, head_dropout) for a, b in zip(dims, dims[1:])))
+        self.head = nn.Linear(dims[-1], num_classes)
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out_lengths = self.frontend.output_lengths(lengths)
         features = self.frontend(x, lengths)
-        hidden = self.encoder(features, out_lengths)
+        hidden = self.dnn(self.encoder(features, out_lengths))
         # CTC wants float32 log-probs even under mixed precision.
         return self.head(hidden).float().log_softmax(dim=-1), out_lengths
