@@ -1,4 +1,4 @@
-"""The ``ctcrnn`` command: ``train``, ``evaluate``, ``tune-lm``, ``lm``, ``models``.
+"""The ``ctcrnn`` command: ``train``, ``evaluate``, ``transcribe``, ``align``, ``tune-lm``, ``lm``, ``models``.
 
 ``python train.py ARGS`` is ``ctcrnn train ARGS``.
 """
@@ -14,7 +14,14 @@ from .config import ConfigError, load_config
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{summary['split']}: {summary['clips']} clips, transcript error rate {summary['ter']:.2f}%"]
+    def rates(block: dict) -> str:
+        if "wer" in block:
+            return f"WER {block['wer']:.2f}%  CER {block['cer']:.2f}%"
+        return f"transcript error rate {block['ter']:.2f}%"
+
+    lines = [f"{summary['split']}: {summary['clips']} clips, {rates(summary)}"]
+    if summary.get("unreadable"):
+        lines[0] += f" ({summary['unreadable']} unreadable clips skipped, listed in skipped.tsv)"
     for setting in ("segmentation", "alignment"):
         if setting in summary:
             s = summary[setting]
@@ -22,7 +29,7 @@ def format_summary(summary: dict) -> str:
                          f"F1@10/25/50 {s['f1@10']:.1f}/{s['f1@25']:.1f}/{s['f1@50']:.1f}")
     if "beam" in summary:
         b = summary["beam"]
-        lines.append(f"  {b['decoder']}: transcript error rate {b['ter']:.2f}%")
+        lines.append(f"  {b['decoder']}: {rates(b)}")
     lines.append(f"  reports in {summary['out_dir']}")
     return "\n".join(lines)
 
@@ -46,17 +53,58 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate
 
-    decoder = None
-    if args.beam:
-        decoder = {"beam_size": args.beam, "lm": args.lm, "lm_weight": args.lm_weight,
-                   "word_bonus": args.word_bonus, "lexicon": args.lexicon, "word_delimiter": args.word_delimiter}
-    elif args.lm or args.lexicon:
-        raise ValueError("--lm and --lexicon apply to beam search: add --beam N (e.g. --beam 16)")
     summary = evaluate(args.checkpoint, split=args.split, out_dir=args.out, device=args.device,
-                       batch_size=args.batch_size, decoder=decoder)
+                       batch_size=args.batch_size, decoder=decoder_options(args), overrides=args.overrides)
     print(format_summary(summary))
     if args.json:
         print(json.dumps(summary, indent=2))
+
+
+def decoder_options(args) -> dict | None:
+    if args.beam:
+        return {"beam_size": args.beam, "lm": args.lm, "lm_weight": args.lm_weight, "word_bonus": args.word_bonus,
+                "lexicon": args.lexicon, "word_delimiter": args.word_delimiter}
+    if args.lm or args.lexicon:
+        raise ValueError("--lm and --lexicon apply to beam search: add --beam N (e.g. --beam 16)")
+    return None
+
+
+def make_recogniser(args):
+    from .checkpoint import load_checkpoint
+    from .evaluate import make_decoder
+    from .transcribe import Recogniser
+
+    options = decoder_options(args) if hasattr(args, "beam") else None
+    decoder = make_decoder(load_checkpoint(args.checkpoint)["labels"], **options) if options else None
+    return Recogniser(args.checkpoint, device=args.device, decoder=decoder)
+
+
+def cmd_transcribe(args) -> None:
+    from .transcribe import write_ctm
+
+    results = make_recogniser(args).transcribe(args.files)
+    for t in results:
+        print(f"{t.path}\t{t.text}" if t.error is None else f"{t.path}\tERROR: {t.error}")
+    if args.ctm:
+        write_ctm([t for t in results if t.error is None], args.ctm)
+    failed = [t for t in results if t.error is not None]
+    if failed:
+        sys.exit(f"error: {len(failed)} of {len(results)} files could not be read")
+
+
+def cmd_align(args) -> None:
+    from pathlib import Path
+
+    from .transcribe import write_ctm
+
+    text = Path(args.transcript).read_text() if Path(args.transcript).is_file() else args.transcript
+    result = make_recogniser(args).align(args.media, text)
+    for s in result.segments:
+        times = f"{s['start_s']:8.3f} {s['end_s']:8.3f}" if "start_s" in s else f"{s['start']:6d} {s['end']:6d}"
+        print(f"{times}  {s['label']!r:12} {s['score']:8.4f}")
+    if args.out:
+        write_ctm([result], args.out)
+        print(f"segments written to {args.out} and {Path(args.out).with_suffix('.json')}")
 
 
 def cmd_tune_lm(args) -> None:
@@ -120,8 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    p.add_argument("overrides", nargs="*", help="data.* settings pointing the checkpoint's data config at other "
+                   "data, e.g. data.args.root=/data/LibriSpeech (the model's vocabulary and preprocessing stay)")
     add_decoder_options(p, beam_default=None)
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("transcribe", help="print a transcript per media file")
+    p.add_argument("checkpoint")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--ctm", help="also write token times as CTM (and JSON) to this file")
+    p.add_argument("--device", default="cpu")
+    add_decoder_options(p, beam_default=None)
+    p.set_defaults(func=cmd_transcribe)
+    p = sub.add_parser("align", help="force-align a transcript to a media file: token segments with times")
+    p.add_argument("checkpoint")
+    p.add_argument("media")
+    p.add_argument("transcript", help="the text, or a file holding it")
+    p.add_argument("--out", help="write the segments as CTM (and JSON) to this file")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_align)
     p = sub.add_parser("tune-lm", help="grid-search LM weight and word bonus on the validation split")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", help="dataset split (default: the config's validation split)")

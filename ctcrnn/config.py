@@ -35,6 +35,9 @@ class DataConfig:
     test_split: str = "test"
     batch_size: int = 8
     eval_batch_size: int = 32
+    max_frames: int = 0               # > 0: batch items of similar length, at most this many padded input steps per
+                                      # batch (batch_size still caps the count); needs a dataset that knows its lengths
+    sortagrad: bool = False           # with max_frames: first epoch shortest batches first (DeepSpeech2's SortaGrad)
     num_workers: int = 0              # DataLoader workers (clips are made/decoded there, not in the step); 0 = in process
 
 

@@ -4,24 +4,44 @@ A dataset (built by a ``@register_dataset`` builder as ``builder(split, **args)`
 ``torch.utils.data.Dataset`` whose items are dicts::
 
     {"id": str, "input": Tensor (T, *step_shape), "target": list[int] (no blank),
-     "frame_labels": list[int] (optional, len T, for segmentation metrics)}
+     "frame_labels": list[int] (optional, len T, for segmentation metrics),
+     "text": str (optional: the raw reference, scored as text when targets spell characters)}
 
-and which has ``labels`` (list[str], index 0 = "<blank>") and ``input_spec`` (dict: at least
-``modality`` and ``step_shape``; plus the preprocessing a checkpoint needs to read new data the same way).
+or, for an item that cannot be read (missing or broken file), ``{"id": str, "error": str}``: the batch
+drops it and lists it under ``skipped``, so one bad file costs one counted, logged skip, never an epoch.
+A dataset has ``labels`` (list[str], index 0 = "<blank>") and ``input_spec`` (dict: at least
+``modality`` and ``step_shape``; plus the preprocessing a checkpoint needs to read new data the same way;
+``word_delimiter`` when labels are characters that spell words, e.g. " "). It may have ``lengths``
+(list[int], input steps per item, known without loading it) for batching by length.
+
+Builders that take a ``fitted`` argument receive what was fitted on the training split
+(``{"labels": ..., "input_spec": ...}``: a vocabulary, normalisation statistics), so validation, test and
+new data are read exactly as the model was trained.
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
 from __future__ import annotations
+
+import inspect
+import logging
+import random
 
 import torch
 
 from .registry import DATASETS
 
+log = logging.getLogger("ctcrnn.data")
+
 BLANK_LABEL = "<blank>"
 
 
-def build_dataset(name: str, split: str, args: dict):
-    """Build a registered dataset split and check that it honours the contract."""
-    dataset = DATASETS.build(name, split=split, **args)
+def build_dataset(name: str, split: str, args: dict, fitted: dict | None = None):
+    """Build a registered dataset split and check that it honours the contract.
+
+    fitted: ``{"labels", "input_spec"}`` of the training split or of a checkpoint; passed on to builders
+    that take it (and ignored by those that derive nothing from the training data).
+    """
+    takes_fitted = "fitted" in inspect.signature(DATASETS.get(name)).parameters
+    dataset = DATASETS.build(name, split=split, **args, **({"fitted": fitted} if takes_fitted and fitted else {}))
     labels = getattr(dataset, "labels", None)
     if not labels or labels[0] != BLANK_LABEL:
         raise ValueError(f"dataset {name!r} must expose labels with {BLANK_LABEL!r} at index 0, got {labels!r:.80}")
@@ -34,15 +54,69 @@ def collate(items: list[dict]) -> dict:
     """Pad a list of items along time.
 
     Returns ``inputs`` (B, T_max, *step_shape) zero-padded, ``lengths`` (B,), ``targets`` (list of
-    label lists), ``ids``, and ``frame_labels`` when every item has them.
+    label lists), ``ids``, ``skipped`` (list of (id, reason) for unreadable items, left out of the batch),
+    and ``frame_labels`` / ``texts`` when every item has them. When every item was unreadable, ``inputs`` is
+    None and the batch only reports its skips.
     """
+    skipped = [(item["id"], item["error"]) for item in items if "error" in item]
+    items = [item for item in items if "error" not in item]
+    if not items:
+        return {"inputs": None, "lengths": None, "ids": [], "targets": [], "skipped": skipped}
     lengths = torch.tensor([item["input"].shape[0] for item in items], dtype=torch.long)
     first = items[0]["input"]
     inputs = first.new_zeros((len(items), int(lengths.max()), *first.shape[1:]))
     for i, item in enumerate(items):
         inputs[i, : item["input"].shape[0]] = item["input"]
     batch = {"inputs": inputs, "lengths": lengths, "ids": [item["id"] for item in items],
-             "targets": [list(item["target"]) for item in items]}
+             "targets": [list(item["target"]) for item in items], "skipped": skipped}
     if all("frame_labels" in item for item in items):
         batch["frame_labels"] = [list(item["frame_labels"]) for item in items]
+    if all("text" in item for item in items):
+        batch["texts"] = [item["text"] for item in items]
     return batch
+
+
+def labels_to_text(ids: list[int], labels: list[str], input_spec: dict) -> str:
+    """A transcript as text: characters joined as they are when the labels spell words
+    (``input_spec["word_delimiter"]`` set), otherwise label names separated by spaces."""
+    glue = "" if input_spec.get("word_delimiter") is not None else " "
+    return glue.join(labels[i] for i in ids)
+
+
+class LengthBucketSampler(torch.utils.data.Sampler):
+    """Batches of items of similar length, bounded by padded input steps per batch (B · T_max ≤
+    ``max_steps``) and by ``max_batch`` items; an item longer than ``max_steps`` gets a batch of its own.
+
+    Items are sorted by length (ties in random order) and cut into batches; the batch order is then
+    shuffled. The draw depends only on ``seed`` and ``epoch``, so a resumed run sees the same batches.
+    With ``sortagrad`` the first epoch keeps the batches shortest first (Amodei et al. 2016, DeepSpeech2):
+    short utterances are easier, which steadies early CTC training.
+    """
+
+    def __init__(self, lengths: list[int], max_steps: int, max_batch: int, seed: int = 0, epoch: int = 0,
+                 sortagrad: bool = False, shuffle: bool = True):
+        if max_steps <= 0 or max_batch <= 0:
+            raise ValueError(f"max_steps and max_batch must be positive, got {max_steps} and {max_batch}")
+        rng = random.Random(seed * 1_000_003 + epoch)
+        order = list(range(len(lengths)))
+        if shuffle:
+            rng.shuffle(order)
+        order.sort(key=lambda i: lengths[i])  # stable: equal lengths keep the shuffled order
+        self.batches, batch, longest = [], [], 0
+        for i in order:
+            longest_if_added = max(longest, lengths[i])
+            if batch and (longest_if_added * (len(batch) + 1) > max_steps or len(batch) == max_batch):
+                self.batches.append(batch)
+                batch, longest_if_added = [], lengths[i]
+            batch.append(i)
+            longest = longest_if_added
+        if batch:
+            self.batches.append(batch)
+        if shuffle and not (sortagrad and epoch == 0):
+            rng.shuffle(self.batches)
+
+    def __iter__(self):
+        return iter([list(b) for b in self.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)

@@ -16,11 +16,11 @@ import torch
 
 from .alignment import forced_align_segments, frame_labels_from_segments
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import config_from_dict
+from .config import apply_override, config_from_dict
 from .ctc import min_ctc_frames
-from .data import build_dataset
+from .data import build_dataset, labels_to_text
 from .decoding import BeamSearchDecoder
-from .metrics import edit_distance, error_rate, segmentation_scores
+from .metrics import cer, edit_distance, error_rate, segmentation_scores, wer
 from .trainer import make_loader, predict, resolve_device
 
 log = logging.getLogger("ctcrnn.evaluate")
@@ -44,17 +44,21 @@ def frames_from_transcript(log_probs: torch.Tensor, transcript: list[int], num_i
 
 
 def run_model(model, dataset, batch_size: int, device: torch.device, num_workers: int = 0,
-              decoder=None, keep_log_probs: bool = False) -> list[dict]:
-    """Per clip: id, reference, greedy hypothesis, the ``decoder``'s best hypothesis (when given), the
-    clip's (T', V) log-probs (with ``keep_log_probs``, for re-decoding) and frame labels from both
-    alignment settings."""
+              decoder=None, keep_log_probs: bool = False, unreadable: list | None = None,
+              max_frames: int = 0) -> list[dict]:
+    """Per clip: id, reference (and its raw ``text`` when the dataset has one), greedy hypothesis, the
+    ``decoder``'s best hypothesis (when given), the clip's (T', V) log-probs (with ``keep_log_probs``, for
+    re-decoding) and frame labels from both alignment settings. Items the dataset cannot read are
+    appended to ``unreadable`` as (id, reason)."""
     model.to(device)
     results = []
-    for batch, log_probs, out_lengths, hyps in predict(model, make_loader(dataset, batch_size, num_workers, None,
-                                                                          device), device):
+    loader = make_loader(dataset, batch_size, num_workers, device, max_frames=max_frames)
+    for batch, log_probs, out_lengths, hyps in predict(model, loader, device, unreadable):
         beams = decoder(log_probs, out_lengths) if decoder is not None else None
         for i, sample_id in enumerate(batch["ids"]):
             row = {"id": sample_id, "ref": batch["targets"][i], "hyp": hyps[i]}
+            if "texts" in batch:
+                row["text"] = batch["texts"][i]
             if beams is not None:
                 row["beam"] = beams[i][0].tokens
             if keep_log_probs:
@@ -70,14 +74,33 @@ def run_model(model, dataset, batch_size: int, device: torch.device, num_workers
     return results
 
 
-def score(results: list[dict], labels: list[str], background: list[str]) -> dict:
-    """Transcript error rate plus, with frame labels, scores in the segmentation and alignment settings."""
-    summary = {"clips": len(results), "ter": error_rate([r["ref"] for r in results], [r["hyp"] for r in results]),
-               "transcript_exact": 100.0 * sum(r["ref"] == r["hyp"] for r in results) / max(1, len(results))}
-    if results and "beam" in results[0]:
-        summary["beam"] = {
-            "ter": error_rate([r["ref"] for r in results], [r["beam"] for r in results]),
-            "transcript_exact": 100.0 * sum(r["ref"] == r["beam"] for r in results) / len(results)}
+def spells_words(input_spec: dict | None) -> bool:
+    """Labels are characters that spell words (a word delimiter is declared): score WER and CER."""
+    return (input_spec or {}).get("word_delimiter") is not None
+
+
+def transcript_scores(results: list[dict], key: str, labels: list[str], input_spec: dict | None) -> dict:
+    """Token error rate and exact-transcript share of ``results[i][key]``; for character data also
+    corpus-level WER and CER against the raw reference text (characters outside the vocabulary included:
+    a model that cannot write them is charged for them)."""
+    refs, hyps = [r["ref"] for r in results], [r[key] for r in results]
+    scores = {"ter": error_rate(refs, hyps),
+              "transcript_exact": 100.0 * sum(a == b for a, b in zip(refs, hyps)) / max(1, len(results))}
+    if spells_words(input_spec):
+        ref_texts = [r.get("text", labels_to_text(r["ref"], labels, input_spec)) for r in results]
+        hyp_texts = [labels_to_text(h, labels, input_spec) for h in hyps]
+        scores["wer"], scores["cer"] = wer(ref_texts, hyp_texts), cer(ref_texts, hyp_texts)
+    return scores
+
+
+def score(results: list[dict], labels: list[str], background: list[str], input_spec: dict | None = None) -> dict:
+    """Transcript error rate (WER/CER too for character data) plus, with frame labels, scores in the
+    segmentation and alignment settings."""
+    if not results:
+        raise ValueError("nothing to score: no clip of the split could be read (see the skipped list)")
+    summary = {"clips": len(results), **transcript_scores(results, "hyp", labels, input_spec)}
+    if "beam" in results[0]:
+        summary["beam"] = transcript_scores(results, "beam", labels, input_spec)
     if results and "truth_frames" in results[0]:
         unknown = [b for b in background if b not in labels]
         if unknown:
@@ -125,24 +148,42 @@ def plot_segments(results: list[dict], labels: list[str], path: Path, count: int
     plt.close(fig)
 
 
-def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir: Path, num_plots: int) -> None:
+def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir: Path, num_plots: int,
+                  input_spec: dict | None = None, unreadable: list | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    names = lambda seq: " ".join(labels[t] for t in seq)  # noqa: E731
-    beam = "beam" in summary
+    text = lambda seq: labels_to_text(seq, labels, input_spec or {})  # noqa: E731
+    beam, words = "beam" in summary, spells_words(input_spec)
+    # Edits are counted in labels (characters for character data) and, for character data, in words too.
+    edits = lambda r, hyp: (f"{edit_distance(r['text'], text(hyp))}\t"  # noqa: E731
+                            f"{edit_distance(r['text'].split(), text(hyp).split())}") if words else \
+        str(edit_distance(r["ref"], hyp))
+    edit_columns = "char_edits\tword_edits" if words else "edits"
     with open(out_dir / "hypotheses.tsv", "w") as f:
-        f.write("id\treference\thypothesis\tedits" + ("\tbeam_hypothesis\tbeam_edits\n" if beam else "\n"))
+        f.write(f"id\treference\thypothesis\t{edit_columns}")
+        f.write("".join(f"\tbeam_{c}" for c in ["hypothesis", *edit_columns.split("\t")]) + "\n" if beam else "\n")
         for r in results:
-            f.write(f"{r['id']}\t{names(r['ref'])}\t{names(r['hyp'])}\t{edit_distance(r['ref'], r['hyp'])}")
-            f.write(f"\t{names(r['beam'])}\t{edit_distance(r['ref'], r['beam'])}\n" if beam else "\n")
+            if words:
+                r = {**r, "text": r.get("text", text(r["ref"]))}
+            ref = r["text"] if words else text(r["ref"])
+            f.write(f"{r['id']}\t{ref}\t{text(r['hyp'])}\t{edits(r, r['hyp'])}")
+            f.write(f"\t{text(r['beam'])}\t{edits(r, r['beam'])}\n" if beam else "\n")
+    if unreadable:
+        with open(out_dir / "skipped.tsv", "w") as f:
+            f.write("id\treason\n")
+            f.writelines(f"{sample_id}\t{reason}\n" for sample_id, reason in unreadable)
     lines = [f"# Evaluation: {summary['checkpoint']} on split `{summary['split']}`", "",
-             "| metric | value |", "|---|---|", f"| clips | {summary['clips']} |",
-             f"| transcript error rate (%) | {summary['ter']:.2f} |",
-             f"| exact transcripts (%) | {summary['transcript_exact']:.1f} |"]
-    if beam:
-        b = summary["beam"]
-        lines += [f"| beam search ({b['decoder']}): transcript error rate (%) | {b['ter']:.2f} |",
-                  f"| beam search: exact transcripts (%) | {b['transcript_exact']:.1f} |"]
+             "| metric | value |", "|---|---|", f"| clips | {summary['clips']} |"]
+    if unreadable:
+        lines.append(f"| unreadable clips skipped (skipped.tsv) | {len(unreadable)} |")
+    for name, block in [("", summary), *([(f"beam search ({summary['beam']['decoder']}): ", summary["beam"])]
+                                        if beam else [])]:
+        if words:
+            lines += [f"| {name}word error rate (%) | {block['wer']:.2f} |",
+                      f"| {name}character error rate (%) | {block['cer']:.2f} |"]
+        else:
+            lines.append(f"| {name}transcript error rate (%) | {block['ter']:.2f} |")
+        lines.append(f"| {name}exact transcripts (%) | {block['transcript_exact']:.1f} |")
     for setting in ("segmentation", "alignment"):
         for key, value in summary.get(setting, {}).items():
             lines.append(f"| {setting}: {key} | {value:.2f} |" if isinstance(value, float) else
@@ -183,13 +224,21 @@ def describe_decoder(options: dict) -> str:
     return text
 
 
-def load_for_evaluation(checkpoint: str | Path, split: str | None, default: str = "test"):
+def load_for_evaluation(checkpoint: str | Path, split: str | None, default: str = "test",
+                        overrides: list[str] = ()):
     """(state, config, split, dataset, model) for scoring ``checkpoint`` on ``split`` (None: the config's
-    ``default`` split, "test" or "val")."""
+    ``default`` split, "test" or "val"). ``overrides`` (``data.args.root=/data/LibriSpeech``) point the
+    checkpoint's data config elsewhere; the dataset is read with the checkpoint's fitted vocabulary and
+    preprocessing."""
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"])
+    for override in overrides:
+        if not override.startswith(("data.", "eval.")):
+            raise ValueError(f"evaluation overrides may change data.* and eval.* only, not {override!r}")
+        apply_override(cfg, override)
     split = split or getattr(cfg.data, f"{default}_split")
-    dataset = build_dataset(cfg.data.name, split, cfg.data.args)
+    dataset = build_dataset(cfg.data.name, split, cfg.data.args,
+                            fitted={"labels": state["labels"], "input_spec": state["input_spec"]})
     if list(dataset.labels) != list(state["labels"]):
         raise ValueError(f"{checkpoint} was trained with labels {state['labels'][:8]}... but {cfg.data.name}/{split} "
                          f"has {list(dataset.labels)[:8]}...: evaluate on data with the same vocabulary")
@@ -197,21 +246,25 @@ def load_for_evaluation(checkpoint: str | Path, split: str | None, default: str 
 
 
 def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Path | None = None,
-             device: str = "auto", batch_size: int | None = None, decoder: dict | None = None) -> dict:
+             device: str = "auto", batch_size: int | None = None, decoder: dict | None = None,
+             overrides: list[str] = ()) -> dict:
     """Evaluate ``checkpoint`` on ``split`` (default: the config's test split) and write the reports.
 
     decoder: options of :func:`make_decoder` (``beam_size``, ``lm``, ``lm_weight``, ``word_bonus``,
     ``lexicon``, ``word_delimiter``) to report a beam search beside greedy decoding.
+    overrides: ``data.*`` settings that point the checkpoint's data config at other data.
     """
-    state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split)
+    state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split, overrides=overrides)
     beam = make_decoder(state["labels"], **decoder) if decoder else None
+    unreadable: list = []
     results = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
-                        cfg.data.num_workers, decoder=beam)
+                        cfg.data.num_workers, decoder=beam, unreadable=unreadable, max_frames=cfg.data.max_frames)
     summary = {"checkpoint": str(checkpoint), "split": split, "epoch": state["epoch"] + 1,
-               **score(results, state["labels"], cfg.eval.background)}
+               **score(results, state["labels"], cfg.eval.background, state["input_spec"]),
+               "unreadable": len(unreadable)}
     if beam is not None:
         summary["beam"]["decoder"] = describe_decoder(decoder)
-    out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{split}"
-    write_reports(results, summary, state["labels"], out_dir, cfg.eval.num_plots)
+    out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{split.replace('/', '_')}"
+    write_reports(results, summary, state["labels"], out_dir, cfg.eval.num_plots, state["input_spec"], unreadable)
     summary["out_dir"] = str(out_dir)
     return summary

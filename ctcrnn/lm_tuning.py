@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .evaluate import load_for_evaluation, make_decoder, run_model
-from .metrics import error_rate
+from .evaluate import load_for_evaluation, make_decoder, run_model, spells_words, transcript_scores
 from .trainer import resolve_device
 
 __all__ = ["tune_lm"]
@@ -25,13 +24,16 @@ def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm
     validation split, never the test split, so the chosen pair is not fitted to the test data).
 
     Returns {"split", "greedy_ter", "grid": [{"lm_weight", "word_bonus", "ter"}, ...], "best": {...}};
-    ties go to the smaller weight, then the smaller bonus (the least LM influence that does as well).
+    for character data the grid and greedy result also carry "wer" and "cer" and the best pair is the one
+    with the lowest WER. Ties go to the smaller weight, then the smaller bonus (the least LM influence that
+    does as well).
     Written to ``out`` as JSON when given.
     """
     state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split, default="val")
     rows = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
                      cfg.data.num_workers, keep_log_probs=True)
-    refs = [r["ref"] for r in rows]
+    spec = state["input_spec"]
+    metric = "wer" if spells_words(spec) else "ter"
     log_probs = pad_sequence([r["log_probs"] for r in rows], batch_first=True)   # (N, T', V): all clips at once
     lengths = torch.tensor([r["log_probs"].shape[0] for r in rows])
     grid = []
@@ -39,11 +41,15 @@ def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm
         for bonus in word_bonuses:
             decoder = make_decoder(state["labels"], beam_size, lm=str(lm), lm_weight=weight, word_bonus=bonus,
                                    lexicon=lexicon, word_delimiter=word_delimiter)
-            hyps = [nbest[0].tokens for nbest in decoder(log_probs, lengths)]
-            grid.append({"lm_weight": weight, "word_bonus": bonus, "ter": error_rate(refs, hyps)})
-    best = min(grid, key=lambda g: (round(g["ter"], 9), g["lm_weight"], g["word_bonus"]))
+            for row, nbest in zip(rows, decoder(log_probs, lengths)):
+                row["beam"] = nbest[0].tokens
+            scores = transcript_scores(rows, "beam", state["labels"], spec)
+            scores.pop("transcript_exact")
+            grid.append({"lm_weight": weight, "word_bonus": bonus, **scores})
+    best = min(grid, key=lambda g: (round(g[metric], 9), g["lm_weight"], g["word_bonus"]))
+    greedy = transcript_scores(rows, "hyp", state["labels"], spec)
     result = {"checkpoint": str(checkpoint), "split": split, "beam_size": beam_size, "lm": str(lm),
-              "greedy_ter": error_rate(refs, [r["hyp"] for r in rows]), "grid": grid, "best": best}
+              "metric": metric, "greedy_ter": greedy["ter"], "greedy": greedy, "grid": grid, "best": best}
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -67,6 +67,7 @@ class Registry:
 
 MODELS = Registry("model")
 DATASETS = Registry("dataset")
+READERS = Registry("reader")
 
 
 def register_model(fn: Callable | None = None, *, name: str | None = None):
@@ -77,6 +78,12 @@ def register_model(fn: Callable | None = None, *, name: str | None = None):
 def register_dataset(fn: Callable | None = None, *, name: str | None = None):
     """Decorator: ``@register_dataset`` on ``fn(split, **args) -> dataset`` (see :mod:`ctcrnn.data`)."""
     return DATASETS.register(fn, name=name)
+
+
+def register_reader(modality: str):
+    """Decorator: ``@register_reader("audio")`` on ``fn(path, input_spec) -> Tensor (T, *step_shape)``, which
+    reads one media file the way a checkpoint's ``input_spec`` says (``ctcrnn transcribe`` and ``align``)."""
+    return READERS.register(name=modality)
 
 
 def create_model(name: str, **overrides):

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, apply_override, config_from_dict, config_to_dict, save_config
 from .ctc import ctc_loss
-from .data import build_dataset, collate
+from .data import LengthBucketSampler, build_dataset, collate
 from .decoding import greedy_decode
 from .metrics import error_rate
 from .registry import create_model
@@ -65,14 +65,22 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_loader(dataset, batch_size: int, num_workers: int, shuffle_seed: int | None, device: torch.device):
-    """Shuffle order depends only on ``shuffle_seed`` (seed and epoch), so a resumed run sees the same batches."""
-    sampler = None
-    if shuffle_seed is not None:
-        sampler = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(shuffle_seed)).tolist()
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate, pin_memory=device.type == "cuda",
-                      persistent_workers=False)
+def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device, seed: int | None = None,
+                epoch: int = 0, max_frames: int = 0, sortagrad: bool = False) -> DataLoader:
+    """Batches of ``batch_size`` items, shuffled when ``seed`` is given; with ``max_frames`` > 0 and a
+    dataset that knows its ``lengths``, batches of similar-length items holding at most ``max_frames``
+    padded input steps (and at most ``batch_size`` items). The order depends only on seed and epoch, so
+    a resumed run sees the same batches."""
+    if max_frames > 0 and getattr(dataset, "lengths", None) is not None:
+        sampler = LengthBucketSampler(dataset.lengths, max_frames, batch_size, seed=seed or 0, epoch=epoch,
+                                      sortagrad=sortagrad, shuffle=seed is not None)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
+                          pin_memory=device.type == "cuda")
+    order = None
+    if seed is not None:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=num_workers,
+                      collate_fn=collate, pin_memory=device.type == "cuda")
 
 
 def cosine_with_warmup(warmup: int, total: int):
@@ -85,19 +93,24 @@ def cosine_with_warmup(warmup: int, total: int):
 
 
 @torch.no_grad()
-def predict(model, loader, device):
-    """Yield (batch, log_probs (B, T', V) on CPU, out_lengths (B,), greedy hypotheses) in eval mode."""
+def predict(model, loader, device, unreadable: list | None = None):
+    """Yield (batch, log_probs (B, T', V) on CPU, out_lengths (B,), greedy hypotheses) in eval mode;
+    items the dataset could not read are appended to ``unreadable`` as (id, reason)."""
     model.eval()
     for batch in loader:
+        if unreadable is not None:
+            unreadable += batch["skipped"]
+        if batch["inputs"] is None:
+            continue
         log_probs, out_lengths = model(batch["inputs"].to(device, non_blocking=True), batch["lengths"].to(device))
         log_probs, out_lengths = log_probs.cpu(), out_lengths.cpu()
         yield batch, log_probs, out_lengths, greedy_decode(log_probs, out_lengths)
 
 
 def validate(model, loader, device) -> dict:
-    """Mean CTC loss, greedy token error rate (%) and skipped (infeasible) samples over a split."""
-    total_loss, kept, skipped, refs, hyps = 0.0, 0, 0, [], []
-    for batch, log_probs, out_lengths, batch_hyps in predict(model, loader, device):
+    """Mean CTC loss, greedy token error rate (%) and skipped (infeasible or unreadable) samples over a split."""
+    total_loss, kept, skipped, refs, hyps, unreadable = 0.0, 0, 0, [], [], []
+    for batch, log_probs, out_lengths, batch_hyps in predict(model, loader, device, unreadable):
         result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
         if result.loss is not None:
             total_loss += result.loss.item() * result.kept
@@ -105,7 +118,7 @@ def validate(model, loader, device) -> dict:
         skipped += len(result.skipped)
         refs += batch["targets"]
         hyps += batch_hyps
-    return {"loss": total_loss / max(kept, 1), "ter": error_rate(refs, hyps), "skipped": skipped}
+    return {"loss": total_loss / max(kept, 1), "ter": error_rate(refs, hyps), "skipped": skipped + len(unreadable)}
 
 
 class MetricsLog:
@@ -147,7 +160,8 @@ def train(cfg: Config, resume: str | Path | None = None, overrides: list[str] = 
     device = resolve_device(tc.device)
 
     train_set = build_dataset(cfg.data.name, cfg.data.train_split, cfg.data.args)
-    val_set = build_dataset(cfg.data.name, cfg.data.val_split, cfg.data.args)
+    fitted = {"labels": list(train_set.labels), "input_spec": dict(train_set.input_spec)}
+    val_set = build_dataset(cfg.data.name, cfg.data.val_split, cfg.data.args, fitted=fitted)
     model = create_model(cfg.model.name, num_classes=len(train_set.labels),
                          in_shape=tuple(train_set.input_spec["step_shape"]), encoder=cfg.model.encoder,
                          **cfg.model.args)
@@ -159,7 +173,10 @@ def train(cfg: Config, resume: str | Path | None = None, overrides: list[str] = 
     save_config(cfg, run_dir / "config.yaml")
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.data.batch_size)
+    dc = cfg.data
+    train_loader = lambda epoch: make_loader(train_set, dc.batch_size, dc.num_workers, device, seed=tc.seed,  # noqa: E731
+                                             epoch=epoch, max_frames=dc.max_frames, sortagrad=dc.sortagrad)
+    steps_per_epoch = len(train_loader(0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(tc.warmup_steps, tc.max_epochs * steps_per_epoch))
     start_epoch, step, best = 0, 0, math.inf
@@ -177,19 +194,24 @@ def train(cfg: Config, resume: str | Path | None = None, overrides: list[str] = 
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s (%s, %.2fM parameters) on %s; %d train / %d val clips; run folder %s",
              cfg.model.name, model.encoder.config.cell, n_params / 1e6, device, len(train_set), len(val_set), run_dir)
-    val_loader = make_loader(val_set, cfg.data.eval_batch_size, cfg.data.num_workers, None, device)
+    val_loader = make_loader(val_set, dc.eval_batch_size, dc.num_workers, device, max_frames=dc.max_frames)
     metrics_log = MetricsLog(run_dir)
     metrics_log.truncate(start_epoch)
-    describe = {"arch": model.arch, "labels": list(train_set.labels), "input_spec": dict(train_set.input_spec)}
+    describe = {"arch": model.arch, **fitted}
     bad_in_a_row = 0
 
     for epoch in range(start_epoch, tc.max_epochs):
         model.train()
-        loader = make_loader(train_set, cfg.data.batch_size, cfg.data.num_workers, tc.seed * 100_003 + epoch, device)
+        loader = train_loader(epoch)
         started, frames, loss_sum, loss_count, skipped, bad_steps = time.time(), 0, 0.0, 0, [], 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.max_epochs}", disable=not tc.progress, leave=False,
                    dynamic_ncols=True)
         for batch in bar:
+            if batch["skipped"]:  # unreadable items: already left out of the batch
+                record_skipped(run_dir, epoch + 1, batch["skipped"], first=not skipped)
+                skipped += batch["skipped"]
+            if batch["inputs"] is None:
+                continue
             log_probs, out_lengths = model(batch["inputs"].to(device, non_blocking=True), batch["lengths"].to(device))
             result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
             if result.skipped:

@@ -38,7 +38,7 @@ def test_checkpoint_rebuilds_identical_outputs(tiny_run, tmp_path):
     model = model_from_checkpoint(state)
     ds = build_dataset("synthetic_actions", "val", state["config"]["data"]["args"])
     # The rebuilt model reproduces the validation score recorded while training.
-    val = trainer_module.validate(model, trainer_module.make_loader(ds, 8, 0, None, torch.device("cpu")), "cpu")
+    val = trainer_module.validate(model, trainer_module.make_loader(ds, 8, 0, torch.device("cpu")), "cpu")
     assert round(val["ter"], 3) == state["metrics"]["val_ter"]
     batch = collate([ds[i] for i in range(4)])
     expected = model(batch["inputs"], batch["lengths"])[0]
