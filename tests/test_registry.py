@@ -15,6 +15,13 @@ SMOKE_INPUTS = {
                                        {"frame_difference": False, "temporal_kernel": 1, "temporal_stride": 1, "pool": "grid"},
                                        {"temporal_stride": 4, "temporal_kernel": 9, "motion_cues": True,
                                         "input_norm": True}]),
+    "deepspeech2": ((32,), 13, [{"conv_channels": 3},
+                                {"conv_channels": 2, "freq_kernels": (5, 3, 3), "freq_strides": (2, 2, 1),
+                                 "time_kernels": (5, 3, 3), "time_strides": (2, 2, 1)}]),
+    "deepspeech2_small": ((40,), 12, [{"conv_channels": 3}, {"conv_channels": 2, "time_strides": (1, 1)}]),
+    "crdnn": ((16,), 12, [{"channels": (3, 4), "dnn_sizes": (8, 8)},
+                          {"channels": (2,), "time_pooling": 3, "kernel_size": 5, "dnn_sizes": ()},
+                          {"channels": (2, 3), "time_pooling": 1, "freq_pooling": 4, "dnn_sizes": (5,)}]),
 }
 CASES = [(name, i) for name in list_models() for i in range(len(SMOKE_INPUTS.get(name, (0, 0, [{}]))[2]))]
 

@@ -1,6 +1,7 @@
 """The model zoo: named architectures with their papers' defaults.
 
-Importing this package registers every built-in modality and architecture; ``ctcrnn/__init__``
+Importing this package registers every built-in modality and architecture (``video``: per-frame CNN
+-> RNN; ``audio``: DeepSpeech2 and CRDNN over spectrogram/filterbank features); ``ctcrnn/__init__``
 imports it, so ``ctcrnn.create_model(name)`` sees them all.
 """
-from . import video  # noqa: F401  (registers entries)
+from . import audio, video  # noqa: F401  (registers entries)
