@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, apply_override, config_from_dict, config_to_dict, save_config
+from .config import (
+    Config,
+    apply_override,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from .ctc import ctc_loss
 from .data import LengthBucketSampler, build_dataset, collate
 from .decoding import greedy_decode
@@ -107,6 +113,27 @@ def predict(model, loader, device, unreadable: list | None = None):
         yield batch, log_probs, out_lengths, greedy_decode(log_probs, out_lengths)
 
 
+def train_step(model, batch: dict, optimizer, scheduler, device: torch.device, grad_clip: float):
+    """One optimisation step on a collated batch: forward, CTC loss (infeasible samples left out),
+    backward, gradient clipping, optimizer and scheduler step.
+
+    Returns (CTCLossResult, applied): ``result.loss`` is None when no sample was feasible; ``applied`` is
+    False when nothing was updated, including a non-finite loss or gradient, which never touches the weights.
+    """
+    log_probs, out_lengths = model(batch["inputs"].to(device, non_blocking=True), batch["lengths"].to(device))
+    result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
+    if result.loss is None:
+        return result, False
+    optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+    if not (torch.isfinite(result.loss) and torch.isfinite(grad_norm)):
+        return result, False
+    optimizer.step()
+    scheduler.step()
+    return result, True
+
+
 def validate(model, loader, device) -> dict:
     """Mean CTC loss, greedy token error rate (%) and skipped (infeasible or unreadable) samples over a split."""
     total_loss, kept, skipped, refs, hyps, unreadable = 0.0, 0, 0, [], [], []
@@ -174,7 +201,7 @@ def train(cfg: Config, resume: str | Path | None = None, overrides: list[str] = 
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     dc = cfg.data
-    train_loader = lambda epoch: make_loader(train_set, dc.batch_size, dc.num_workers, device, seed=tc.seed,  # noqa: E731
+    train_loader = lambda epoch: make_loader(train_set, dc.batch_size, dc.num_workers, device, seed=tc.seed,
                                              epoch=epoch, max_frames=dc.max_frames, sortagrad=dc.sortagrad)
     steps_per_epoch = len(train_loader(0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -212,18 +239,13 @@ def train(cfg: Config, resume: str | Path | None = None, overrides: list[str] = 
                 skipped += batch["skipped"]
             if batch["inputs"] is None:
                 continue
-            log_probs, out_lengths = model(batch["inputs"].to(device, non_blocking=True), batch["lengths"].to(device))
-            result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
+            result, applied = train_step(model, batch, optimizer, scheduler, device, tc.grad_clip)
             if result.skipped:
                 record_skipped(run_dir, epoch + 1, result.skipped, first=not skipped)
             skipped += result.skipped
             if result.loss is None:
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or math.inf)
-            if not (torch.isfinite(result.loss) and torch.isfinite(grad_norm)):
-                # Never let a non-finite step touch the weights; stop if it keeps happening.
+            if not applied:  # stop if non-finite steps keep coming
                 bad_steps += 1
                 bad_in_a_row += 1
                 log.warning("non-finite loss/gradient at step %d (ids %s): step skipped", step, batch["ids"][:8])
@@ -232,8 +254,6 @@ def train(cfg: Config, resume: str | Path | None = None, overrides: list[str] = 
                                        f"corrupted; lower trainer.lr or check the data (last ids {batch['ids'][:8]})")
                 continue
             bad_in_a_row = 0
-            optimizer.step()
-            scheduler.step()
             step += 1
             loss_sum += result.loss.item() * result.kept
             loss_count += result.kept

@@ -1,0 +1,338 @@
+"""Audio datasets: JSON Lines manifests, LibriSpeech in its published layout, and synthetic DTMF.
+
+Every split is an :class:`AudioDataset`: a list of utterances read, resampled, featurised, normalised and
+(training split only) augmented in ``__getitem__``, i.e. in the DataLoader workers, never in the training
+step. An unreadable file becomes a ``{"id", "error"}`` item: the batch drops it and the trainer counts and
+logs it. Validation, test and new data are read with the vocabulary and normalisation statistics fitted
+on the training split (the ``fitted`` argument, from the trainer or a checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .augment import AugmentConfig, augment_waveform, spec_augment
+from .dtmf import DTMFConfig, dtmf_dataset_item, dtmf_dataset_plan
+from .features import (
+    FeatureConfig,
+    FeatureExtractor,
+    compute_global_stats,
+    normalize_features,
+)
+from .io import AudioError, audio_info, read_audio
+from .text import CharTokenizer, report_unknown
+
+log = logging.getLogger("ctcrnn.audio")
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class Utterance:
+    id: str
+    text: str
+    path: str = ""                 # empty for generated audio
+    num_samples: int | None = None  # at the file's own rate, from the header (for batching by length)
+    sample_rate: int | None = None
+    error: str | None = None        # why the header could not be read: the item is skipped when loaded
+
+
+class AudioPipeline:
+    """Waveform -> normalised features (T, F), the same for training data, evaluation data and new files."""
+
+    def __init__(self, features: FeatureConfig, stats: dict | None = None):
+        self.features, self.stats = features, stats
+        self.extractor = FeatureExtractor(features)
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        return normalize_features(self.extractor(wave), self.features.normalize, self.stats)
+
+    def input_spec(self) -> dict:
+        """What a checkpoint needs to read new audio the way it was trained (plain types only)."""
+        return {"modality": "audio", "step_shape": [self.extractor.feature_dim], "fps": 1000.0 / self.features.hop_ms,
+                "sample_rate": self.features.sample_rate, "features": dataclasses.asdict(self.features),
+                "stats": self.stats, "word_delimiter": " "}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> AudioPipeline:
+        return cls(FeatureConfig.from_dict(spec["features"]), spec.get("stats"))
+
+
+def read_file(utterance: Utterance, sample_rate: int) -> torch.Tensor:
+    """The waveform (N,) of a file-based utterance at ``sample_rate``; AudioError if it cannot be read."""
+    if utterance.error:
+        raise AudioError(utterance.error)
+    return read_audio(utterance.path, sample_rate)
+
+
+class AudioDataset(Dataset):
+    """Utterances -> ``{"id", "input" (T, F), "target", "text"}`` items (see :mod:`ctcrnn.data`).
+
+    ``load(utterance, sample_rate) -> (N,)`` gives the waveform: :func:`read_file`, or a generator for
+    synthetic audio (picklable, for DataLoader workers). ``augment`` is given for the training split only.
+    """
+
+    def __init__(self, name: str, utterances: list[Utterance], tokenizer: CharTokenizer, pipeline: AudioPipeline,
+                 augment: AugmentConfig | None = None, load=read_file):
+        if not utterances:
+            raise ValueError(f"{name}: no utterances found")
+        ids = Counter(u.id for u in utterances)
+        duplicates = [i for i, n in ids.items() if n > 1]
+        if duplicates:
+            raise ValueError(f"{name}: utterance ids must be unique, these repeat: {duplicates[:5]} "
+                             f"(give manifest lines distinct 'id's)")
+        self.name, self.utterances, self.tokenizer, self.pipeline = name, utterances, tokenizer, pipeline
+        self.load = load
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.labels = tokenizer.labels
+        self.input_spec = pipeline.input_spec()
+        unknown = Counter()
+        self.targets = [tokenizer.encode(u.text, unknown) for u in utterances]
+        self.unknown_chars = unknown
+        report_unknown(name, unknown, sum(any(c not in tokenizer.index for c in u.text) for u in utterances))
+        self._lengths = None
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Feature frames per utterance, from file headers (before speed perturbation); for batching."""
+        if self._lengths is None:
+            rate, extractor = self.pipeline.features.sample_rate, self.pipeline.extractor
+            # torchaudio's resample gives ceil(N * new / old) samples.
+            self._lengths = [extractor.num_frames(max(1, math.ceil(u.num_samples * rate / (u.sample_rate or rate))))
+                             if u.num_samples else 1 for u in self.utterances]
+        return self._lengths
+
+    def __getitem__(self, index: int) -> dict:
+        utterance = self.utterances[index]
+        try:
+            wave = self.load(utterance, self.pipeline.features.sample_rate)
+        except AudioError as e:
+            return {"id": utterance.id, "error": str(e)}
+        if self.augment is not None:
+            wave = augment_waveform(wave, self.pipeline.features.sample_rate, self.augment)
+        feats = self.pipeline(wave)
+        if self.augment is not None:
+            feats = spec_augment(feats, self.augment)
+        return {"id": utterance.id, "input": feats, "target": self.targets[index], "text": utterance.text}
+
+
+def fit_pipeline(features: dict | None, defaults: dict, fitted: dict | None, utterances: list[Utterance],
+                 load, stats_utterances: int = 500) -> AudioPipeline:
+    """The feature pipeline: the checkpoint's (``fitted``) when evaluating, else the config's; global
+    normalisation statistics are computed once, over up to ``stats_utterances`` training utterances
+    (a fixed random subset, no augmentation), and then travel in the input spec."""
+    if fitted is not None and fitted.get("input_spec", {}).get("modality") == "audio":
+        return AudioPipeline.from_spec(fitted["input_spec"])
+    config = FeatureConfig.from_dict({**defaults, **(features or {})})
+    pipeline = AudioPipeline(config)
+    if config.normalize == "global":
+        plain = AudioPipeline(dataclasses.replace(config, normalize="none"))
+        picks = random.Random(0).sample(range(len(utterances)), min(stats_utterances, len(utterances)))
+
+        def readable():
+            for i in picks:
+                try:
+                    yield plain(load(utterances[i], config.sample_rate))
+                except AudioError:
+                    continue
+
+        pipeline.stats = compute_global_stats(readable())
+        log.info("global feature statistics from %d frames of up to %d training utterances",
+                 pipeline.stats["frames"], len(picks))
+    return pipeline
+
+
+def make_tokenizer(texts: list[str], tokens: list | str | None, fitted: dict | None) -> CharTokenizer:
+    if fitted is not None:
+        return CharTokenizer(list(fitted["labels"]))
+    return CharTokenizer.from_tokens(tokens) if tokens else CharTokenizer.from_texts(texts)
+
+
+def build_audio_dataset(name: str, split: str, utterances: list[Utterance], features: dict | None,
+                        augment: dict | None, tokens, fitted: dict | None, stats_utterances: int,
+                        feature_defaults: dict, load=read_file) -> AudioDataset:
+    """Tokenizer, pipeline and augmentation for one split; the shared tail of every audio builder."""
+    if fitted is not None and features and dataclasses.asdict(FeatureConfig.from_dict(
+            {**feature_defaults, **features})) != fitted["input_spec"].get("features"):
+        log.warning("%s/%s: data.args.features differ from the model's; the model's (its input_spec) are used",
+                    name, split)
+    tokenizer = make_tokenizer([u.text for u in utterances], tokens, fitted)
+    pipeline = fit_pipeline(features, feature_defaults, fitted, utterances, load, stats_utterances)
+    augment_config = AugmentConfig.from_dict(augment or {}) if split == "train" else None
+    return AudioDataset(f"{name}/{split}", utterances, tokenizer, pipeline, augment_config, load)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON Lines manifests
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """``{"path": ..., "text": ...}`` per line (optional ``"id"``; paths relative to the manifest's folder).
+
+    A line that is not JSON, lacks a key or repeats an id is an error naming the file and line: a manifest
+    is written by hand or by a script, and a silent skip would hide the bug that wrote it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"manifest {path} does not exist")
+    utterances, bad_headers = [], 0
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: not a JSON object ({e.msg}); each line must look like "
+                             f'{{"path": "clips/a.wav", "text": "hello world"}}') from None
+        if not isinstance(entry, dict) or "path" not in entry or "text" not in entry:
+            missing = [k for k in ("path", "text") if not isinstance(entry, dict) or k not in entry]
+            raise ValueError(f"{path}:{number}: missing key(s) {missing}; each line needs 'path' and 'text'")
+        audio = Path(entry["path"])
+        audio = audio if audio.is_absolute() else path.parent / audio
+        utterance = Utterance(str(entry.get("id", audio.stem)), str(entry["text"]), str(audio))
+        try:
+            utterance.num_samples, utterance.sample_rate = audio_info(audio)
+        except AudioError as e:
+            utterance.error, bad_headers = str(e), bad_headers + 1
+        utterances.append(utterance)
+    if bad_headers:
+        log.warning("%s: %d of %d audio files cannot be read; they will be skipped and listed in skipped.tsv",
+                    path, bad_headers, len(utterances))
+    return utterances
+
+
+def audio_manifest(split: str, train: str = "", val: str = "", test: str = "", features: dict | None = None,
+                   augment: dict | None = None, tokens: list | str | None = None, stats_utterances: int = 500,
+                   fitted: dict | None = None) -> AudioDataset:
+    """One's own audio: a JSON Lines manifest per split (``train``/``val``/``test`` paths); ``split`` may
+    also be a manifest path itself (to evaluate a checkpoint on any manifest). ``tokens``: a character
+    list or file (one per line) instead of the characters of the training transcripts."""
+    manifests = {"train": train, "val": val, "test": test}
+    path = manifests.get(split) or (split if split.endswith((".jsonl", ".json")) else None)
+    if not path:
+        raise ValueError(f"audio_manifest has no manifest for split {split!r}: set data.args.{split}=path.jsonl "
+                         f"or pass a .jsonl path as the split")
+    if fitted is None and split != "train" and train:
+        # A split other than train, built alone (no checkpoint): the vocabulary still comes from train.
+        fitted_labels = make_tokenizer([u.text for u in read_manifest(train)], tokens, None).labels
+        tokens = fitted_labels[1:]
+    return build_audio_dataset("audio_manifest", split, read_manifest(path), features, augment, tokens, fitted,
+                               stats_utterances, {})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LibriSpeech: <root>/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac + <speaker>-<chapter>.trans.txt
+
+LIBRISPEECH_SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",
+                       "test-clean", "test-other")
+
+
+def read_librispeech(root: str | Path, subset: str, headers: bool = True) -> list[Utterance]:
+    """The utterances of one subset; ``headers=False`` skips reading the audio headers (texts only)."""
+    folder = Path(root) / subset
+    if not folder.is_dir():
+        raise ValueError(f"LibriSpeech subset {subset!r} not found at {folder} (expected "
+                         f"{folder}/<speaker>/<chapter>/*.trans.txt; subsets: {', '.join(LIBRISPEECH_SUBSETS)}; "
+                         f"download from https://www.openslr.org/12)")
+    utterances = []
+    for transcript in sorted(folder.glob("*/*/*.trans.txt")):
+        for number, line in enumerate(transcript.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            utt_id, _, text = line.strip().partition(" ")
+            if not text:
+                raise ValueError(f"{transcript}:{number}: expected '<speaker>-<chapter>-<utt> TRANSCRIPT', got {line!r}")
+            audio = transcript.parent / f"{utt_id}.flac"
+            utterance = Utterance(utt_id, text, str(audio))
+            try:
+                if headers:
+                    utterance.num_samples, utterance.sample_rate = audio_info(audio)
+            except AudioError as e:
+                utterance.error = str(e)
+            utterances.append(utterance)
+    if not utterances:
+        raise ValueError(f"LibriSpeech subset {folder} has no <speaker>/<chapter>/*.trans.txt files")
+    bad = sum(u.error is not None for u in utterances)
+    if bad:
+        log.warning("LibriSpeech %s: %d of %d audio files cannot be read; they will be skipped", subset, bad,
+                    len(utterances))
+    return utterances
+
+
+def librispeech(split: str, root: str = "data/LibriSpeech", train: list = ("train-clean-100",),
+                val: list = ("dev-clean",), test: list = ("test-clean",), features: dict | None = None,
+                augment: dict | None = None, tokens: list | str | None = None, stats_utterances: int = 500,
+                fitted: dict | None = None) -> AudioDataset:
+    """LibriSpeech in its published layout; ``train``/``val``/``test`` are lists of subsets (combined), and
+    ``split`` may also name subsets directly: ``test-other`` or ``train-clean-100+train-clean-360``.
+    Transcripts are kept as published (upper case, apostrophes); the vocabulary comes from the training
+    subsets unless ``tokens`` is given."""
+    groups = {"train": list(train), "val": list(val), "test": list(test)}
+    subsets = groups.get(split) or split.split("+")
+    unknown = [s for s in subsets if s not in LIBRISPEECH_SUBSETS and not (Path(root) / s).is_dir()]
+    if unknown:
+        raise ValueError(f"librispeech: unknown split or subset {unknown}; use train/val/test or subset names "
+                         f"({', '.join(LIBRISPEECH_SUBSETS)}), joined with '+'")
+    utterances = [u for subset in subsets for u in read_librispeech(root, subset)]
+    if fitted is None and split != "train":
+        texts = [u.text for s in groups["train"] for u in read_librispeech(root, s, headers=False)]
+        tokens = tokens or make_tokenizer(texts, None, None).labels[1:]
+    return build_audio_dataset("librispeech", split, utterances, features, augment, tokens, fitted,
+                               stats_utterances, {"sample_rate": 16000})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Synthetic DTMF: the embedded offline default for audio
+
+
+@dataclass
+class DTMFSource:
+    """Generates utterance ``int(utterance.path)`` of a split: a pure function of (seed, split, index)."""
+    seed: int
+    split: str
+    config: DTMFConfig
+
+    def __call__(self, utterance: Utterance, sample_rate: int) -> torch.Tensor:
+        if sample_rate != self.config.sample_rate:
+            raise ValueError(f"DTMF audio is generated at {self.config.sample_rate} Hz but the features expect "
+                             f"{sample_rate} Hz: set data.args.features.sample_rate={self.config.sample_rate}")
+        return torch.from_numpy(dtmf_dataset_item(self.seed, self.split, int(utterance.path), self.config).wave)
+
+
+def synthetic_dtmf(split: str, train_size: int = 2000, val_size: int = 200, test_size: int = 200, seed: int = 0,
+                   dtmf: dict | None = None, features: dict | None = None, augment: dict | None = None,
+                   stats_utterances: int = 500, fitted: dict | None = None) -> AudioDataset:
+    """Telephone keypad strings ("415 555 0172") in noise, 8 kHz: 16 keys plus the space between digit
+    groups. ``dtmf``: :class:`~ctcrnn.audio.dtmf.DTMFConfig` fields (durations, noise, band-pass)."""
+    sizes = {"train": train_size, "val": val_size, "test": test_size}
+    if split not in sizes:
+        raise ValueError(f"synthetic_dtmf has splits {list(sizes)}, not {split!r}")
+    if min(sizes.values()) < 1:
+        raise ValueError(f"synthetic_dtmf split sizes must be positive, got {sizes}")
+    names = [f.name for f in dataclasses.fields(DTMFConfig)]
+    for key in dtmf or {}:
+        if key not in names:
+            from ..registry import closest
+            raise ValueError(f"data.args.dtmf has no field {key!r}{closest(key, names)}")
+    config = DTMFConfig(**(dtmf or {}))
+    # Texts and lengths come from the plans alone (cheap); the audio is generated again per item in the
+    # workers rather than held in memory.
+    plans = [dtmf_dataset_plan(seed, split, i, config) for i in range(sizes[split])]
+    utterances = [Utterance(f"dtmf-{split}-{i:05d}", text, str(i), length, config.sample_rate)
+                  for i, (text, _, length) in enumerate(plans)]
+    tokens = sorted(set(config.keys) | {" "})
+    return build_audio_dataset("synthetic_dtmf", split, utterances, features, augment, tokens, fitted,
+                               stats_utterances, {"sample_rate": config.sample_rate, "n_mels": 40},
+                               load=DTMFSource(seed, split, config))

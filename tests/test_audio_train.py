@@ -1,0 +1,111 @@
+"""Audio end to end: a tiny DTMF model trains (loss falls), evaluates with WER/CER equal to jiwer's, and
+its checkpoint transcribes and force-aligns WAV files through the command line."""
+import json
+
+import jiwer
+import pytest
+import soundfile as sf
+import torch
+
+from ctcrnn.audio.dtmf import DTMFConfig, dtmf_dataset_item
+from ctcrnn.cli import main
+from ctcrnn.config import load_config
+from ctcrnn.evaluate import score
+from ctcrnn.trainer import train
+
+LABELS = ["<blank>", " ", "a", "b", "c"]
+SPEC = {"word_delimiter": " "}
+
+
+def ids(text: str) -> list[int]:
+    return [LABELS.index(c) for c in text]
+
+
+def test_wer_and_cer_equal_jiwer_and_count_unknown_characters():
+    # Hand count: refs "ab ca" / "b b" / "cab"; hyps "ab c" / "b b b" / "cb".
+    refs, hyps = ["ab ca", "b b", "cab"], ["ab c", "b b b", "cb"]
+    results = [{"id": str(i), "ref": ids(r), "hyp": ids(h), "text": r} for i, (r, h) in enumerate(zip(refs, hyps))]
+    summary = score(results, LABELS, [], SPEC)
+    # words: ca->c (1 S), + "b" (1 I), cab->cb (1 S): 3 / 5 words; chars: 1 D, 2 I, 1 D: 4 / 11 chars.
+    assert summary["wer"] == pytest.approx(100 * 3 / 5) == pytest.approx(100 * jiwer.wer(refs, hyps))
+    assert summary["cer"] == pytest.approx(100 * 4 / 11) == pytest.approx(100 * jiwer.cer(refs, hyps))
+    # A reference character the model cannot write ("é" is not a label) still counts against it.
+    results[2]["text"] = "cabé"
+    assert score(results, LABELS, [], SPEC)["cer"] == pytest.approx(100 * jiwer.cer(["ab ca", "b b", "cabé"], hyps))
+
+
+TINY = {
+    "data.name": "synthetic_dtmf", "data.args.train_size": 64, "data.args.val_size": 8, "data.args.test_size": 8,
+    "data.args.dtmf.max_groups": 2, "data.args.dtmf.max_keys_per_group": 3,
+    "data.args.features.sample_rate": 8000, "data.args.features.n_mels": 20,
+    "data.batch_size": 16, "data.eval_batch_size": 8, "data.max_frames": 4000, "data.sortagrad": "true",
+    "model.name": "deepspeech2_small", "model.args.conv_channels": 4, "model.args.freq_kernels": "[5, 5]",
+    "model.encoder.hidden_size": 24, "model.encoder.num_layers": 1,
+    "trainer.max_epochs": 4, "trainer.lr": 0.01, "trainer.warmup_steps": 2, "trainer.progress": "false",
+    "trainer.threads": 1,
+}
+
+
+def test_tiny_dtmf_model_trains_evaluates_transcribes_and_aligns(tmp_path, capsys):
+    overrides = [f"{k}={v}" for k, v in {**TINY, "trainer.out_dir": str(tmp_path), "trainer.run_name": "dtmf"}.items()]
+    run_dir = train(load_config(None, overrides))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
+
+    main(["evaluate", "--checkpoint", str(run_dir / "last.pt"), "--out", str(tmp_path / "eval")])
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["clips"] == 8 and {"wer", "cer"} <= set(summary)
+    header = (tmp_path / "eval" / "hypotheses.tsv").read_text().splitlines()[0]
+    assert header == "id\treference\thypothesis\tchar_edits\tword_edits"
+    assert "WER" in capsys.readouterr().out
+
+    config = DTMFConfig(max_groups=2, max_keys_per_group=3)
+    item = dtmf_dataset_item(0, "test", 0, config)
+    wav = tmp_path / "call.wav"
+    sf.write(wav, item.wave, 8000)
+    (tmp_path / "broken.wav").write_text("no audio here")
+    with pytest.raises(SystemExit, match="1 of 2 files could not be read"):
+        main(["transcribe", str(run_dir / "last.pt"), str(wav), str(tmp_path / "broken.wav")])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{wav}\t") and out[1].startswith(f"{tmp_path / 'broken.wav'}\tERROR:")
+    assert "broken.wav" in out[1]
+
+    ctm = tmp_path / "call.ctm"
+    main(["align", str(run_dir / "last.pt"), str(wav), item.text, "--out", str(ctm)])
+    lines = ctm.read_text().splitlines()
+    assert len(lines) == len(item.text)
+    duration = len(item.wave) / 8000
+    starts = [float(line.split()[2]) for line in lines]
+    assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] < duration
+    assert [line.split()[4] for line in lines] == ["<space>" if c == " " else c for c in item.text]
+    segments = json.loads(ctm.with_suffix(".json").read_text())[0]["segments"]
+    assert [s["label"] for s in segments] == list(item.text)
+    with pytest.raises(SystemExit, match="cannot emit"):
+        main(["align", str(run_dir / "last.pt"), str(wav), "12x"])
+
+
+def test_unreadable_files_are_skipped_counted_and_listed_during_training(tmp_path):
+    config = DTMFConfig(max_groups=1, max_keys_per_group=2)
+    lines = []
+    for i in range(6):
+        item = dtmf_dataset_item(1, "train", i, config)
+        sf.write(tmp_path / f"ok{i}.wav", item.wave, 8000)
+        lines.append({"path": f"ok{i}.wav", "text": item.text})
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "ok0.wav").read_bytes()[:60])  # header, then nothing
+    (tmp_path / "notes.wav").write_text("not audio")
+    lines += [{"path": "cut.wav", "text": "1"}, {"path": "notes.wav", "text": "2"}, {"path": "gone.flac", "text": "3"}]
+    manifest = tmp_path / "all.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    overrides = {k: v for k, v in TINY.items() if not k.startswith("data.args.dtmf")}
+    overrides.update({"data.name": "audio_manifest", "data.args": f"{{train: {manifest}, val: {manifest}}}",
+                      "trainer.max_epochs": 1, "trainer.out_dir": str(tmp_path), "trainer.run_name": "bad"})
+    for key in ("data.args.train_size", "data.args.val_size", "data.args.test_size"):
+        overrides.pop(key)
+    run_dir = train(load_config(None, [f"{k}={v}" for k, v in overrides.items()]))
+    row = json.loads((run_dir / "metrics.jsonl").read_text())
+    assert row["skipped_samples"] == 3 and row["val_skipped"] == 3
+    listed = (run_dir / "skipped.tsv").read_text().splitlines()[1:]
+    assert sorted(line.split("\t")[1] for line in listed) == ["cut", "gone", "notes"]
+    assert all(name in line for name, line in zip(["cut.wav", "gone.flac", "notes.wav"], sorted(listed, key=lambda l: l.split("\t")[1])))
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
