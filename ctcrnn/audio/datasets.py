@@ -132,14 +132,15 @@ def fit_pipeline(features: dict | None, defaults: dict, fitted: dict | None, utt
                  load, stats_utterances: int = 500) -> AudioPipeline:
     """The feature pipeline: the checkpoint's (``fitted``) when evaluating, else the config's; global
     normalisation statistics are computed once, over up to ``stats_utterances`` training utterances
-    (a fixed random subset, no augmentation), and then travel in the input spec."""
+    (a fixed random subset, no augmentation; 0 = all of them), and then travel in the input spec."""
     if fitted is not None and fitted.get("input_spec", {}).get("modality") == "audio":
         return AudioPipeline.from_spec(fitted["input_spec"])
     config = FeatureConfig.from_dict({**defaults, **(features or {})})
     pipeline = AudioPipeline(config)
     if config.normalize == "global":
         plain = AudioPipeline(dataclasses.replace(config, normalize="none"))
-        picks = random.Random(0).sample(range(len(utterances)), min(stats_utterances, len(utterances)))
+        count = min(stats_utterances or len(utterances), len(utterances))  # 0: every training utterance
+        picks = random.Random(0).sample(range(len(utterances)), count)
 
         def readable():
             for i in picks:
