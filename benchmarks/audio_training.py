@@ -2,9 +2,9 @@
 and inference real-time factor on one thread.
 
 Training: the same model, the same batches (collated once, so data loading is out of both), in the same
-process, alternating rounds so machine noise hits both alike. "ctcrnn" is the trainer's own
-``train_step`` (feasibility check, CTC loss, clipping, scheduler, non-finite guard); "minimal" is
-``model -> F.ctc_loss -> backward -> clip -> AdamW.step`` written out by hand. A third figure runs the
+process, two copies stepping alternately batch by batch so machine noise hits both alike. "ctcrnn" is the trainer's own
+``Stepper`` (feasibility check, CTC loss, clipping, scheduler, non-finite guard); "minimal" is
+``model -> F.ctc_loss -> backward -> clip -> AdamW.step -> scheduler.step`` written out by hand. A third figure runs the
 trainer's real data path (generation, features, bucketing) to show what the loader costs.
 
 Inference: log-mel features plus the model on single utterances, one thread; RTF = compute time / audio time.
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 import ctcrnn  # noqa: F401  (registries)
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.registry import create_model
-from ctcrnn.trainer import cosine_with_warmup, make_loader, train_step
+from ctcrnn.stepping import Stepper
+from ctcrnn.trainer import cosine_with_warmup, make_loader
 
 FEATURES = {"kind": "fbank", "sample_rate": 8000, "n_mels": 40, "win_ms": 25.0, "hop_ms": 10.0}
 
@@ -42,28 +43,42 @@ def new_model(num_classes: int, seed: int = 0):
     return model.train(), optimizer, scheduler
 
 
-def ctcrnn_steps(batches, num_classes: int) -> float:
-    model, optimizer, scheduler = new_model(num_classes)
-    started = time.perf_counter()
-    for batch in batches:
-        train_step(model, batch, optimizer, scheduler, torch.device("cpu"), 5.0)
-    return len(batches) / (time.perf_counter() - started)
+def ctcrnn_step(model, stepper, batch) -> None:
+    stepper.accumulate(batch)
+    stepper.step()
 
 
-def minimal_steps(batches, num_classes: int) -> float:
-    model, optimizer, _ = new_model(num_classes)
-    started = time.perf_counter()
-    for batch in batches:
-        log_probs, out_lengths = model(batch["inputs"], batch["lengths"])
-        targets = torch.cat([torch.tensor(t) for t in batch["targets"]])
-        target_lengths = torch.tensor([len(t) for t in batch["targets"]])
-        loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths, reduction="sum",
-                          zero_infinity=True) / len(target_lengths)  # the same per-utterance mean as ctcrnn
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-    return len(batches) / (time.perf_counter() - started)
+def minimal_step(model, optimizer, scheduler, batch) -> None:
+    """The same work written out by hand: forward, summed CTC / B, backward, clip, AdamW, scheduler."""
+    log_probs, out_lengths = model(batch["inputs"], batch["lengths"])
+    targets = torch.cat([torch.tensor(t) for t in batch["targets"]])
+    target_lengths = torch.tensor([len(t) for t in batch["targets"]])
+    loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lengths, target_lengths,
+                      reduction="sum") / len(target_lengths)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    scheduler.step()
+
+
+def interleaved_round(batches, num_classes: int) -> tuple[float, float]:
+    """(ctcrnn steps/s, minimal steps/s): two fresh copies of the model step through the same batches,
+    alternating per batch (and which goes first), so machine noise lands on both alike."""
+    ours_model, ours_opt, ours_sched = new_model(num_classes)
+    stepper = Stepper(ours_model, ours_opt, ours_sched, torch.device("cpu"), grad_clip=5.0)
+    theirs = new_model(num_classes)
+    ours_s = theirs_s = 0.0
+    for i, batch in enumerate(batches):
+        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+            started = time.perf_counter()
+            if which == 0:
+                ctcrnn_step(ours_model, stepper, batch)
+                ours_s += time.perf_counter() - started
+            else:
+                minimal_step(*theirs, batch)
+                theirs_s += time.perf_counter() - started
+    return len(batches) / ours_s, len(batches) / theirs_s
 
 
 def loader_steps(dataset, batch_size: int, steps: int, num_classes: int, workers: int) -> float:
@@ -71,9 +86,11 @@ def loader_steps(dataset, batch_size: int, steps: int, num_classes: int, workers
     Unshuffled and unbucketed, so the batches are the very ones the other two loops get ready-made."""
     model, optimizer, scheduler = new_model(num_classes)
     loader = make_loader(dataset, batch_size, workers, torch.device("cpu"))
+    stepper = Stepper(model, optimizer, scheduler, torch.device("cpu"), grad_clip=5.0)
     started, done = time.perf_counter(), 0
     for batch in loader:
-        train_step(model, batch, optimizer, scheduler, torch.device("cpu"), 5.0)
+        stepper.accumulate(batch)
+        stepper.step()
         done += 1
         if done == steps:
             break
@@ -118,16 +135,10 @@ def main() -> None:
     frames = statistics.mean(int(b["lengths"].max()) for b in batches)
     print(f"deepspeech2_small, {sum(p.numel() for p in new_model(num_classes)[0].parameters()) / 1e6:.2f}M "
           f"parameters, batch {args.batch_size} x ~{frames:.0f} frames (10 ms), {torch.get_num_threads()} threads")
-    ctcrnn_steps(batches[:2], num_classes), minimal_steps(batches[:2], num_classes)  # warm-up
-    ours, theirs = [], []
-    for round_ in range(args.rounds):  # alternate which loop goes first, so drift favours neither
-        if round_ % 2:
-            theirs.append(minimal_steps(batches, num_classes))
-        ours.append(ctcrnn_steps(batches, num_classes))
-        if not round_ % 2:
-            theirs.append(minimal_steps(batches, num_classes))
+    interleaved_round(batches[:2], num_classes)  # warm-up
+    ours, theirs = zip(*(interleaved_round(batches, num_classes) for _ in range(args.rounds)))
     ratios = [a / b for a, b in zip(ours, theirs)]
-    print(f"train steps/s   ctcrnn train_step {statistics.median(ours):6.2f}   minimal loop "
+    print(f"train steps/s   ctcrnn Stepper {statistics.median(ours):6.2f}   minimal loop "
           f"{statistics.median(theirs):6.2f}   ratio {statistics.median(ratios):.3f} "
           f"(per round: {', '.join(f'{r:.3f}' for r in ratios)})")
     with_data = loader_steps(train, args.batch_size, args.steps, num_classes, args.workers)

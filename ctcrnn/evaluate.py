@@ -20,7 +20,7 @@ from .config import apply_override, config_from_dict
 from .ctc import min_ctc_frames
 from .data import build_dataset, labels_to_text
 from .decoding import BeamSearchDecoder
-from .metrics import cer, edit_distance, error_rate, segmentation_scores, wer
+from .metrics import cer, characters, edit_distance, error_rate, segmentation_scores, wer, words
 from .trainer import make_loader, predict, resolve_device
 
 log = logging.getLogger("ctcrnn.evaluate")
@@ -87,10 +87,17 @@ def transcript_scores(results: list[dict], key: str, labels: list[str], input_sp
     scores = {"ter": error_rate(refs, hyps),
               "transcript_exact": 100.0 * sum(a == b for a, b in zip(refs, hyps)) / max(1, len(results))}
     if spells_words(input_spec):
-        ref_texts = [r.get("text", labels_to_text(r["ref"], labels, input_spec)) for r in results]
+        ref_texts = [reference_text(r, labels, input_spec) for r in results]
         hyp_texts = [labels_to_text(h, labels, input_spec) for h in hyps]
         scores["wer"], scores["cer"] = wer(ref_texts, hyp_texts), cer(ref_texts, hyp_texts)
+        exact = sum(characters(a) == characters(b) for a, b in zip(ref_texts, hyp_texts))
+        scores["transcript_exact"] = 100.0 * exact / len(results)
     return scores
+
+
+def reference_text(row: dict, labels: list[str], input_spec: dict) -> str:
+    """The raw reference when the dataset gave one (it may hold characters the model cannot write)."""
+    return row.get("text", labels_to_text(row["ref"], labels, input_spec))
 
 
 def score(results: list[dict], labels: list[str], background: list[str], input_spec: dict | None = None) -> dict:
@@ -152,20 +159,26 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
                   input_spec: dict | None = None, unreadable: list | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    text = lambda seq: labels_to_text(seq, labels, input_spec or {})  # noqa: E731
-    beam, words = "beam" in summary, spells_words(input_spec)
-    # Edits are counted in labels (characters for character data) and, for character data, in words too.
-    edits = lambda r, hyp: (f"{edit_distance(r['text'], text(hyp))}\t"  # noqa: E731
-                            f"{edit_distance(r['text'].split(), text(hyp).split())}") if words else \
-        str(edit_distance(r["ref"], hyp))
-    edit_columns = "char_edits\tword_edits" if words else "edits"
+    spec = input_spec or {}
+    beam, spelled = "beam" in summary, spells_words(input_spec)
+
+    def text(seq: list[int]) -> str:
+        return labels_to_text(seq, labels, spec)
+
+    def edits(row: dict, hyp: list[int]) -> str:
+        # Counted with the same transforms as the summary's CER/WER, so the columns add up to it.
+        if not spelled:
+            return str(edit_distance(row["ref"], hyp))
+        ref = reference_text(row, labels, spec)
+        return (f"{edit_distance(characters(ref), characters(text(hyp)))}\t"
+                f"{edit_distance(words(ref), words(text(hyp)))}")
+
+    edit_columns = "char_edits\tword_edits" if spelled else "edits"
     with open(out_dir / "hypotheses.tsv", "w") as f:
         f.write(f"id\treference\thypothesis\t{edit_columns}")
         f.write("".join(f"\tbeam_{c}" for c in ["hypothesis", *edit_columns.split("\t")]) + "\n" if beam else "\n")
         for r in results:
-            if words:
-                r = {**r, "text": r.get("text", text(r["ref"]))}
-            ref = r["text"] if words else text(r["ref"])
+            ref = reference_text(r, labels, spec) if spelled else text(r["ref"])
             f.write(f"{r['id']}\t{ref}\t{text(r['hyp'])}\t{edits(r, r['hyp'])}")
             f.write(f"\t{text(r['beam'])}\t{edits(r, r['beam'])}\n" if beam else "\n")
     if unreadable:
@@ -178,7 +191,7 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
         lines.append(f"| unreadable clips skipped (skipped.tsv) | {len(unreadable)} |")
     for name, block in [("", summary), *([(f"beam search ({summary['beam']['decoder']}): ", summary["beam"])]
                                         if beam else [])]:
-        if words:
+        if spelled:
             lines += [f"| {name}word error rate (%) | {block['wer']:.2f} |",
                       f"| {name}character error rate (%) | {block['cer']:.2f} |"]
         else:
@@ -211,6 +224,14 @@ def make_decoder(labels: list[str], beam_size: int, lm: str | None = None, lm_we
         delimiter = labels.index(word_delimiter)
     return BeamSearchDecoder(beam_size, labels=labels, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
                              lexicon=words, word_delimiter=delimiter, timestamps=False)
+
+
+def with_word_delimiter(options: dict, input_spec: dict) -> dict:
+    """Decoder options with the word delimiter defaulting to the model's own (the space, for character
+    models): an LM given to a character model is then a word LM, and a lexicon lists words."""
+    if options.get("word_delimiter") is None and input_spec.get("word_delimiter") is not None:
+        return {**options, "word_delimiter": input_spec["word_delimiter"]}
+    return options
 
 
 def describe_decoder(options: dict) -> str:
@@ -255,7 +276,7 @@ def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Pa
     overrides: ``data.*`` settings that point the checkpoint's data config at other data.
     """
     state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split, overrides=overrides)
-    beam = make_decoder(state["labels"], **decoder) if decoder else None
+    beam = make_decoder(state["labels"], **with_word_delimiter(decoder, state["input_spec"])) if decoder else None
     unreadable: list = []
     results = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
                         cfg.data.num_workers, decoder=beam, unreadable=unreadable, max_frames=cfg.data.max_frames)

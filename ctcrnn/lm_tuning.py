@@ -40,7 +40,7 @@ def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm
     for weight in lm_weights:
         for bonus in word_bonuses:
             decoder = make_decoder(state["labels"], beam_size, lm=str(lm), lm_weight=weight, word_bonus=bonus,
-                                   lexicon=lexicon, word_delimiter=word_delimiter)
+                                   lexicon=lexicon, word_delimiter=word_delimiter or spec.get("word_delimiter"))
             for row, nbest in zip(rows, decoder(log_probs, lengths)):
                 row["beam"] = nbest[0].tokens
             scores = transcript_scores(rows, "beam", state["labels"], spec)

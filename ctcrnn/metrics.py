@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Hashable, Sequence
 
-__all__ = ["edit_distance", "error_counts", "error_rate", "wer", "cer", "segments", "frame_accuracy",
+__all__ = ["edit_distance", "error_counts", "error_rate", "wer", "cer", "words", "characters", "segments", "frame_accuracy",
            "segment_edit_score", "f1_at_k", "segmentation_scores"]
 
 Label = Hashable
@@ -76,10 +76,16 @@ def _check_strings(name: str, references: Sequence[str], hypotheses: Sequence[st
         raise TypeError(f"{name} takes lists of sentences; wrap a single sentence as [sentence]")
 
 
-def _words(sentence: str) -> list[str]:
-    # jiwer's default WER transform: runs of 2+ whitespace characters become one space, strip, split on
-    # " ". A single tab or newline therefore stays inside a word; copied so that the numbers are equal.
+def words(sentence: str) -> list[str]:
+    """The words WER counts, as jiwer's default transform makes them: runs of 2+ whitespace characters
+    become one space, strip, split on " " (a single tab or newline therefore stays inside a word)."""
     return [w for w in re.sub(r"\s\s+", " ", sentence).strip().split(" ") if w]
+
+
+def characters(sentence: str) -> list[str]:
+    """The characters CER counts, as jiwer 4's default transform makes them: leading and trailing
+    whitespace stripped; inner spaces, repeated ones included, count."""
+    return list(sentence.strip())
 
 
 def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
@@ -88,17 +94,16 @@ def wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     Unlike jiwer, an all-empty reference set raises ValueError instead of returning a number.
     """
     _check_strings("wer", references, hypotheses)
-    return error_rate([_words(r) for r in references], [_words(h) for h in hypotheses])
+    return error_rate([words(r) for r in references], [words(h) for h in hypotheses])
 
 
 def cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     """Corpus-level character error rate in %, equal to ``100 * jiwer.cer`` (default transform).
 
-    jiwer 4's default CER transform only strips leading/trailing whitespace; inner spaces, repeated ones
-    included, count as characters.
+    Characters as :func:`characters` makes them (jiwer 4's default transform).
     """
     _check_strings("cer", references, hypotheses)
-    return error_rate([list(r.strip()) for r in references], [list(h.strip()) for h in hypotheses])
+    return error_rate([characters(r) for r in references], [characters(h) for h in hypotheses])
 
 
 # ---------------------------------------------------------------------------------------------------------

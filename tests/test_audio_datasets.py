@@ -90,8 +90,8 @@ def test_manifest_reads_relative_paths_and_skips_bad_files(manifest, caplog):
     assert "3 of 6 audio files cannot be read" in caplog.text
     assert ds.labels == ["<blank>", " ", "a", "b"] and len(ds) == 6
     batch = collate([ds[i] for i in range(len(ds))])
-    assert batch["ids"] == ["a", "b", "c"] and batch["texts"] == ["ab ba", "abba", "b a"]
-    assert [sample_id for sample_id, _ in batch["skipped"]] == ["text", "empty", "missing"]
+    assert batch["ids"] == ["clips/a", "clips/b", "clips/c"] and batch["texts"] == ["ab ba", "abba", "b a"]
+    assert [sample_id for sample_id, _ in batch["skipped"]] == ["clips/text", "clips/empty", "clips/missing"]
     assert all(name in reason for name, (_, reason) in zip(["text.wav", "empty.wav", "missing.wav"], batch["skipped"]))
     assert batch["lengths"].tolist() == [51, 41, 61]  # c: 0.6 s at 8 kHz -> 9600 samples at 16 kHz
     only_bad = collate([ds[3], ds[5]])
@@ -101,7 +101,7 @@ def test_manifest_reads_relative_paths_and_skips_bad_files(manifest, caplog):
 @pytest.mark.parametrize("line, message", [
     ("{not json", r"train.jsonl:2: not a JSON object"),
     ('{"path": "clips/a.wav"}', r"train.jsonl:2: missing key\(s\) \['text'\]"),
-    ('{"path": "clips/a.wav", "text": "a"}', "ids must be unique"),
+    ('{"path": "other.wav", "id": "a", "text": "a"}', r"train.jsonl:2: id 'a' was already used on line 1"),
 ])
 def test_manifest_format_errors_name_the_line(tmp_path, line, message):
     sf.write(tmp_path / "a.wav", tone(0.2, 16000), 16000)
@@ -131,9 +131,11 @@ def test_val_split_gets_train_vocabulary_and_no_augmentation(manifest):
     assert train.augment is not None and val.augment is None
     assert val[0]["input"].shape[0] == 51
     assert train[0]["input"].shape[0] == 1 + 6400 // 160  # 8000 samples at speed 1.25 -> 6400
-    # Built alone (no checkpoint), a val split still takes its vocabulary from the training manifest.
-    alone = build_dataset("audio_manifest", "val", {"train": str(manifest), "val": str(manifest)})
-    assert alone.labels == train.labels
+    assert train.lengths[0] == 1 + 6400 // 160  # buckets plan for the slowest speed in the list
+    # Evaluating a checkpoint on its own training data reads it as evaluation data: no augmentation.
+    again = build_dataset("audio_manifest", "train", args, fitted={"labels": train.labels,
+                                                                   "input_spec": train.input_spec})
+    assert again.augment is None and again[0]["input"].shape[0] == 51
 
 
 def test_global_statistics_are_fitted_on_train_and_reused(manifest):
@@ -166,3 +168,39 @@ def test_length_buckets_respect_the_frame_budget():
     assert longest == sorted(longest)
     later = [max(lengths[i] for i in b) for b in LengthBucketSampler(lengths, 100, 3, seed=1, epoch=1, sortagrad=True)]
     assert later != sorted(later)
+
+
+def test_ids_default_to_relative_paths(tmp_path):
+    for speaker in ("spk1", "spk2"):
+        (tmp_path / speaker).mkdir()
+        sf.write(tmp_path / speaker / "001.wav", tone(0.2, 16000), 16000)
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"path": "spk1/001.wav", "text": "a"}\n{"path": "spk2/001.wav", "text": "b"}\n')
+    assert [u.id for u in build_dataset("audio_manifest", "train", {"train": str(path)}).utterances] == \
+        ["spk1/001", "spk2/001"]
+
+
+@pytest.mark.parametrize("count, expected", [(2, None), (0, 51 + 41 + 61)])
+def test_global_statistics_subset_size(manifest, count, expected):
+    args = {"train": str(manifest), "features": {**FEATURES, "normalize": "global"}, "stats_utterances": count}
+    ds = build_dataset("audio_manifest", "train", args)
+    frames = ds.input_spec["stats"]["frames"]
+    if expected is None:  # two of the three readable utterances, drawn with a fixed seed
+        assert frames in {51 + 41, 51 + 61, 41 + 61}
+        assert frames == build_dataset("audio_manifest", "train", args).input_spec["stats"]["frames"]
+    else:
+        assert frames == expected
+
+
+def test_a_subset_named_training_split_fits_its_own_vocabulary(librispeech_root):
+    args = {"root": str(librispeech_root), "features": FEATURES}
+    train = build_dataset("librispeech", "test-other", {**args, "augment": {"gain_db": [-3, 3]}})
+    assert train.labels == ["<blank>", "A", "B", "E", "H", "L", "O", "R", "Z"] and train.augment is not None
+
+
+def test_unreadable_noise_files_and_rate_mismatch_fail_at_build_time(manifest, tmp_path):
+    with pytest.raises(ValueError, match="noise_files: 1 of 1 cannot be read.*nope.wav"):
+        build_dataset("audio_manifest", "train", {"train": str(manifest), "augment": {
+            "noise_snr_db": [5, 10], "noise_files": [str(tmp_path / "nope.wav")]}})
+    with pytest.raises(ValueError, match="generated at 8000 Hz but data.args.features.sample_rate is 16000"):
+        build_dataset("synthetic_dtmf", "train", {"train_size": 2, "features": {"sample_rate": 16000}})

@@ -34,6 +34,22 @@ def test_wer_and_cer_equal_jiwer_and_count_unknown_characters():
     assert score(results, LABELS, [], SPEC)["cer"] == pytest.approx(100 * jiwer.cer(["ab ca", "b b", "cabé"], hyps))
 
 
+@pytest.mark.parametrize("hyp", [" ab  ca ", "", "  ", "abca", "a b c a"])
+def test_whitespace_is_scored_as_jiwer_does_and_per_utterance_edits_add_up(hyp, tmp_path):
+    from ctcrnn.evaluate import write_reports
+
+    refs, hyps = ["ab ca", "b"], [hyp, "b"]
+    results = [{"id": str(i), "ref": ids(r), "hyp": ids(h), "text": r} for i, (r, h) in enumerate(zip(refs, hyps))]
+    summary = score(results, LABELS, [], SPEC)
+    assert summary["wer"] == pytest.approx(100 * jiwer.wer(refs, hyps))
+    assert summary["cer"] == pytest.approx(100 * jiwer.cer(refs, hyps))
+    write_reports(results, {**summary, "checkpoint": "x", "split": "test"}, LABELS, tmp_path, 0, SPEC)
+    rows = [line.split("\t") for line in (tmp_path / "hypotheses.tsv").read_text().splitlines()[1:]]
+    assert 100 * sum(int(r[3]) for r in rows) / 6 == pytest.approx(summary["cer"])  # 6 reference characters
+    assert 100 * sum(int(r[4]) for r in rows) / 3 == pytest.approx(summary["wer"])  # 3 reference words
+    assert summary["transcript_exact"] == (100.0 if hyp.strip() == "ab ca" else 50.0)
+
+
 TINY = {
     "data.name": "synthetic_dtmf", "data.args.train_size": 64, "data.args.val_size": 8, "data.args.test_size": 8,
     "data.args.dtmf.max_groups": 2, "data.args.dtmf.max_keys_per_group": 3,
@@ -62,13 +78,16 @@ def test_tiny_dtmf_model_trains_evaluates_transcribes_and_aligns(tmp_path, capsy
     config = DTMFConfig(max_groups=2, max_keys_per_group=3)
     item = dtmf_dataset_item(0, "test", 0, config)
     wav = tmp_path / "call.wav"
-    sf.write(wav, item.wave, 8000)
+    sf.write(wav, item.wave, 8000, subtype="FLOAT")  # float: the file holds exactly the evaluated audio
     (tmp_path / "broken.wav").write_text("no audio here")
     with pytest.raises(SystemExit, match="1 of 2 files could not be read"):
         main(["transcribe", str(run_dir / "last.pt"), str(wav), str(tmp_path / "broken.wav")])
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"{wav}\t") and out[1].startswith(f"{tmp_path / 'broken.wav'}\tERROR:")
-    assert "broken.wav" in out[1]
+    # The file reader and the dataset pipeline agree: the transcript is the evaluation's hypothesis.
+    evaluated = {row.split("\t")[0]: row.split("\t")[2] for row in
+                 (tmp_path / "eval" / "hypotheses.tsv").read_text().splitlines()[1:]}
+    assert out[0] == f"{wav}\t{evaluated['dtmf-test-00000']}"
+    assert out[1].startswith(f"{tmp_path / 'broken.wav'}\tERROR:") and "broken.wav" in out[1]
 
     ctm = tmp_path / "call.ctm"
     main(["align", str(run_dir / "last.pt"), str(wav), item.text, "--out", str(ctm)])

@@ -22,12 +22,14 @@ class AugmentConfig:
     speed: list = field(default_factory=list)  # speed factors, one drawn per utterance, e.g. [0.9, 1.0, 1.1]
     noise_snr_db: list = field(default_factory=list)  # [low, high]: add noise at an SNR drawn uniformly in dB
     noise_files: list = field(default_factory=list)  # noise recordings to excerpt (looped if short); empty: white noise
-    gain_db: list = field(default_factory=list)  # [low, high]: scale by a gain drawn uniformly in dB
+    gain_db: list = field(default_factory=list)  # [low, high]: scale by a gain drawn uniformly in dB (a no-op
+                                                  # after per-utterance normalisation; useful with global stats)
     freq_masks: int = 0  # SpecAugment frequency masks per utterance
     freq_mask_width: int = 27  # max bins per frequency mask (width drawn in [0, this])
     time_masks: int = 0  # SpecAugment time masks per utterance
     time_mask_width: int = 40  # max frames per time mask (width drawn in [0, this])
-    time_mask_ratio: float = 0.05  # and at most this fraction of the utterance (SpecAugment LibriSpeech policies)
+    time_mask_ratio: float = 0.05  # and at most this fraction of the utterance (the adaptive masking of
+                                   # Park et al. 2020, "SpecAugment on large scale datasets")
 
     def __post_init__(self):
         self.speed, self.noise_snr_db = list(self.speed), list(self.noise_snr_db)

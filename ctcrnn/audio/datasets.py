@@ -4,7 +4,8 @@ Every split is an :class:`AudioDataset`: a list of utterances read, resampled, f
 (training split only) augmented in ``__getitem__``, i.e. in the DataLoader workers, never in the training
 step. An unreadable file becomes a ``{"id", "error"}`` item: the batch drops it and the trainer counts and
 logs it. Validation, test and new data are read with the vocabulary and normalisation statistics fitted
-on the training split (the ``fitted`` argument, from the trainer or a checkpoint).
+on the training split (the ``fitted`` argument, from the trainer or a checkpoint). A split built without
+``fitted`` *is* a training split: it fits the vocabulary and statistics itself and is augmented.
 """
 from __future__ import annotations
 
@@ -22,12 +23,7 @@ from torch.utils.data import Dataset
 
 from .augment import AugmentConfig, augment_waveform, spec_augment
 from .dtmf import DTMFConfig, dtmf_dataset_item, dtmf_dataset_plan
-from .features import (
-    FeatureConfig,
-    FeatureExtractor,
-    compute_global_stats,
-    normalize_features,
-)
+from .features import FeatureConfig, FeatureExtractor, compute_global_stats, normalize_features, refuse_unknown_keys
 from .io import AudioError, audio_info, read_audio
 from .text import CharTokenizer, report_unknown
 
@@ -41,6 +37,7 @@ class Utterance:
     id: str
     text: str
     path: str = ""                 # empty for generated audio
+    index: int | None = None       # which generated utterance (synthetic data)
     num_samples: int | None = None  # at the file's own rate, from the header (for batching by length)
     sample_rate: int | None = None
     error: str | None = None        # why the header could not be read: the item is skipped when loaded
@@ -58,7 +55,9 @@ class AudioPipeline:
 
     def input_spec(self) -> dict:
         """What a checkpoint needs to read new audio the way it was trained (plain types only)."""
-        return {"modality": "audio", "step_shape": [self.extractor.feature_dim], "fps": 1000.0 / self.features.hop_ms,
+        # Frames per second from the hop actually used (rounded to whole samples), so CTM times do not drift.
+        fps = self.features.sample_rate / self.features.hop_length
+        return {"modality": "audio", "step_shape": [self.extractor.feature_dim], "fps": fps,
                 "sample_rate": self.features.sample_rate, "features": dataclasses.asdict(self.features),
                 "stats": self.stats, "word_delimiter": " "}
 
@@ -100,17 +99,26 @@ class AudioDataset(Dataset):
         self.unknown_chars = unknown
         report_unknown(name, unknown, sum(any(c not in tokenizer.index for c in u.text) for u in utterances))
         self._lengths = None
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        """Augmentation of item i in this epoch draws from a generator seeded by (seed, epoch, i): the same
+        in any DataLoader worker and in any order, so a resumed run augments exactly as an unbroken one."""
+        self.seed, self.epoch = seed, epoch
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     @property
     def lengths(self) -> list[int]:
-        """Feature frames per utterance, from file headers (before speed perturbation); for batching."""
+        """Feature frames per utterance from the file headers, for batching by length; with speed
+        perturbation, the longest an utterance can become (so ``max_frames`` stays a true bound)."""
         if self._lengths is None:
             rate, extractor = self.pipeline.features.sample_rate, self.pipeline.extractor
+            slowest = min(self.augment.speed) if self.augment is not None and self.augment.speed else 1.0
             # torchaudio's resample gives ceil(N * new / old) samples.
-            self._lengths = [extractor.num_frames(max(1, math.ceil(u.num_samples * rate / (u.sample_rate or rate))))
+            self._lengths = [extractor.num_frames(max(1, math.ceil(u.num_samples * rate / (u.sample_rate or rate)
+                                                                   / slowest)))
                              if u.num_samples else 1 for u in self.utterances]
         return self._lengths
 
@@ -120,11 +128,13 @@ class AudioDataset(Dataset):
             wave = self.load(utterance, self.pipeline.features.sample_rate)
         except AudioError as e:
             return {"id": utterance.id, "error": str(e)}
+        generator = None
         if self.augment is not None:
-            wave = augment_waveform(wave, self.pipeline.features.sample_rate, self.augment)
+            generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
+            wave = augment_waveform(wave, self.pipeline.features.sample_rate, self.augment, generator)
         feats = self.pipeline(wave)
         if self.augment is not None:
-            feats = spec_augment(feats, self.augment)
+            feats = spec_augment(feats, self.augment, generator)
         return {"id": utterance.id, "input": feats, "target": self.targets[index], "text": utterance.text}
 
 
@@ -139,8 +149,9 @@ def fit_pipeline(features: dict | None, defaults: dict, fitted: dict | None, utt
     pipeline = AudioPipeline(config)
     if config.normalize == "global":
         plain = AudioPipeline(dataclasses.replace(config, normalize="none"))
-        count = min(stats_utterances or len(utterances), len(utterances))  # 0: every training utterance
-        picks = random.Random(0).sample(range(len(utterances)), count)
+        readable = [i for i, u in enumerate(utterances) if u.error is None]
+        count = min(stats_utterances or len(readable), len(readable))  # 0: every training utterance
+        picks = random.Random(0).sample(readable, count)
 
         def readable():
             for i in picks:
@@ -155,24 +166,42 @@ def fit_pipeline(features: dict | None, defaults: dict, fitted: dict | None, utt
     return pipeline
 
 
-def make_tokenizer(texts: list[str], tokens: list | str | None, fitted: dict | None) -> CharTokenizer:
-    if fitted is not None:
-        return CharTokenizer(list(fitted["labels"]))
-    return CharTokenizer.from_tokens(tokens) if tokens else CharTokenizer.from_texts(texts)
-
-
 def build_audio_dataset(name: str, split: str, utterances: list[Utterance], features: dict | None,
                         augment: dict | None, tokens, fitted: dict | None, stats_utterances: int,
                         feature_defaults: dict, load=read_file) -> AudioDataset:
-    """Tokenizer, pipeline and augmentation for one split; the shared tail of every audio builder."""
-    if fitted is not None and features and dataclasses.asdict(FeatureConfig.from_dict(
-            {**feature_defaults, **features})) != fitted["input_spec"].get("features"):
-        log.warning("%s/%s: data.args.features differ from the model's; the model's (its input_spec) are used",
-                    name, split)
-    tokenizer = make_tokenizer([u.text for u in utterances], tokens, fitted)
+    """Tokenizer, pipeline and augmentation for one split; the shared tail of every audio builder.
+
+    Without ``fitted`` this is a training split: the vocabulary comes from ``tokens`` or its own
+    transcripts, global statistics from its own audio, and it is augmented. With ``fitted`` (validation,
+    test, a checkpoint's new data) the model's vocabulary and preprocessing are used and nothing is augmented.
+    """
+    if fitted is not None:
+        if features and dataclasses.asdict(FeatureConfig.from_dict({**feature_defaults, **features})) != \
+                fitted["input_spec"].get("features"):
+            log.warning("%s/%s: data.args.features differ from the model's; the model's (its input_spec) are used",
+                        name, split)
+        tokenizer = CharTokenizer(list(fitted["labels"]))
+    else:
+        tokenizer = CharTokenizer.from_tokens(tokens) if tokens else CharTokenizer.from_texts(u.text for u in utterances)
     pipeline = fit_pipeline(features, feature_defaults, fitted, utterances, load, stats_utterances)
-    augment_config = AugmentConfig.from_dict(augment or {}) if split == "train" else None
+    augment_config = None
+    if fitted is None:
+        augment_config = AugmentConfig.from_dict(augment or {})
+        check_noise_files(augment_config.noise_files)
     return AudioDataset(f"{name}/{split}", utterances, tokenizer, pipeline, augment_config, load)
+
+
+def check_noise_files(paths: list) -> None:
+    """Every noise recording must be readable now, not when a random draw first picks it mid-epoch."""
+    bad = []
+    for path in paths:
+        try:
+            audio_info(path)
+        except AudioError as e:
+            bad.append(str(e))
+    if bad:
+        raise ValueError(f"augment.noise_files: {len(bad)} of {len(paths)} cannot be read (paths are relative to "
+                         f"the working directory): " + "; ".join(bad[:3]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,12 +212,13 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     """``{"path": ..., "text": ...}`` per line (optional ``"id"``; paths relative to the manifest's folder).
 
     A line that is not JSON, lacks a key or repeats an id is an error naming the file and line: a manifest
-    is written by hand or by a script, and a silent skip would hide the bug that wrote it.
+    is written by hand or by a script, and a silent skip would hide the bug that wrote it. Without an
+    ``"id"``, an utterance is named by its path relative to the manifest, without the suffix.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"manifest {path} does not exist")
-    utterances, bad_headers = [], 0
+    utterances, bad_headers, seen = [], 0, {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -201,8 +231,13 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             missing = [k for k in ("path", "text") if not isinstance(entry, dict) or k not in entry]
             raise ValueError(f"{path}:{number}: missing key(s) {missing}; each line needs 'path' and 'text'")
         audio = Path(entry["path"])
+        default_id = str(audio.with_suffix("")) if not audio.is_absolute() else audio.stem
         audio = audio if audio.is_absolute() else path.parent / audio
-        utterance = Utterance(str(entry.get("id", audio.stem)), str(entry["text"]), str(audio))
+        utterance = Utterance(str(entry.get("id", default_id)), str(entry["text"]), str(audio))
+        if utterance.id in seen:
+            raise ValueError(f"{path}:{number}: id {utterance.id!r} was already used on line {seen[utterance.id]}; "
+                             f"ids must be unique (give the lines distinct 'id's)")
+        seen[utterance.id] = number
         try:
             utterance.num_samples, utterance.sample_rate = audio_info(audio)
         except AudioError as e:
@@ -225,10 +260,6 @@ def audio_manifest(split: str, train: str = "", val: str = "", test: str = "", f
     if not path:
         raise ValueError(f"audio_manifest has no manifest for split {split!r}: set data.args.{split}=path.jsonl "
                          f"or pass a .jsonl path as the split")
-    if fitted is None and split != "train" and train:
-        # A split other than train, built alone (no checkpoint): the vocabulary still comes from train.
-        fitted_labels = make_tokenizer([u.text for u in read_manifest(train)], tokens, None).labels
-        tokens = fitted_labels[1:]
     return build_audio_dataset("audio_manifest", split, read_manifest(path), features, augment, tokens, fitted,
                                stats_utterances, {})
 
@@ -240,8 +271,8 @@ LIBRISPEECH_SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", 
                        "test-clean", "test-other")
 
 
-def read_librispeech(root: str | Path, subset: str, headers: bool = True) -> list[Utterance]:
-    """The utterances of one subset; ``headers=False`` skips reading the audio headers (texts only)."""
+def read_librispeech(root: str | Path, subset: str) -> list[Utterance]:
+    """The utterances of one subset, with their audio headers read (for batching by length)."""
     folder = Path(root) / subset
     if not folder.is_dir():
         raise ValueError(f"LibriSpeech subset {subset!r} not found at {folder} (expected "
@@ -258,8 +289,7 @@ def read_librispeech(root: str | Path, subset: str, headers: bool = True) -> lis
             audio = transcript.parent / f"{utt_id}.flac"
             utterance = Utterance(utt_id, text, str(audio))
             try:
-                if headers:
-                    utterance.num_samples, utterance.sample_rate = audio_info(audio)
+                utterance.num_samples, utterance.sample_rate = audio_info(audio)
             except AudioError as e:
                 utterance.error = str(e)
             utterances.append(utterance)
@@ -287,9 +317,6 @@ def librispeech(split: str, root: str = "data/LibriSpeech", train: list = ("trai
         raise ValueError(f"librispeech: unknown split or subset {unknown}; use train/val/test or subset names "
                          f"({', '.join(LIBRISPEECH_SUBSETS)}), joined with '+'")
     utterances = [u for subset in subsets for u in read_librispeech(root, subset)]
-    if fitted is None and split != "train":
-        texts = [u.text for s in groups["train"] for u in read_librispeech(root, s, headers=False)]
-        tokens = tokens or make_tokenizer(texts, None, None).labels[1:]
     return build_audio_dataset("librispeech", split, utterances, features, augment, tokens, fitted,
                                stats_utterances, {"sample_rate": 16000})
 
@@ -300,16 +327,13 @@ def librispeech(split: str, root: str = "data/LibriSpeech", train: list = ("trai
 
 @dataclass
 class DTMFSource:
-    """Generates utterance ``int(utterance.path)`` of a split: a pure function of (seed, split, index)."""
+    """Generates utterance ``utterance.index`` of a split: a pure function of (seed, split, index)."""
     seed: int
     split: str
     config: DTMFConfig
 
     def __call__(self, utterance: Utterance, sample_rate: int) -> torch.Tensor:
-        if sample_rate != self.config.sample_rate:
-            raise ValueError(f"DTMF audio is generated at {self.config.sample_rate} Hz but the features expect "
-                             f"{sample_rate} Hz: set data.args.features.sample_rate={self.config.sample_rate}")
-        return torch.from_numpy(dtmf_dataset_item(self.seed, self.split, int(utterance.path), self.config).wave)
+        return torch.from_numpy(dtmf_dataset_item(self.seed, self.split, utterance.index, self.config).wave)
 
 
 def synthetic_dtmf(split: str, train_size: int = 2000, val_size: int = 200, test_size: int = 200, seed: int = 0,
@@ -322,16 +346,16 @@ def synthetic_dtmf(split: str, train_size: int = 2000, val_size: int = 200, test
         raise ValueError(f"synthetic_dtmf has splits {list(sizes)}, not {split!r}")
     if min(sizes.values()) < 1:
         raise ValueError(f"synthetic_dtmf split sizes must be positive, got {sizes}")
-    names = [f.name for f in dataclasses.fields(DTMFConfig)]
-    for key in dtmf or {}:
-        if key not in names:
-            from ..registry import closest
-            raise ValueError(f"data.args.dtmf has no field {key!r}{closest(key, names)}")
+    refuse_unknown_keys(DTMFConfig, dtmf or {})
     config = DTMFConfig(**(dtmf or {}))
+    rate = (fitted["input_spec"]["features"] if fitted else features or {}).get("sample_rate", config.sample_rate)
+    if rate != config.sample_rate:
+        raise ValueError(f"DTMF audio is generated at {config.sample_rate} Hz but data.args.features.sample_rate is "
+                         f"{rate}: set them equal (data.args.dtmf.sample_rate or data.args.features.sample_rate)")
     # Texts and lengths come from the plans alone (cheap); the audio is generated again per item in the
     # workers rather than held in memory.
     plans = [dtmf_dataset_plan(seed, split, i, config) for i in range(sizes[split])]
-    utterances = [Utterance(f"dtmf-{split}-{i:05d}", text, str(i), length, config.sample_rate)
+    utterances = [Utterance(f"dtmf-{split}-{i:05d}", text, index=i, num_samples=length, sample_rate=config.sample_rate)
                   for i, (text, _, length) in enumerate(plans)]
     tokens = sorted(set(config.keys) | {" "})
     return build_audio_dataset("synthetic_dtmf", split, utterances, features, augment, tokens, fitted,

@@ -142,8 +142,9 @@ class CRDNNFrontend(Frontend):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if x.shape[1] < self.stride:
-            raise ValueError(f"CRDNNFrontend pools time by {self.stride} but got a batch of {x.shape[1]} frames: "
-                             f"drop clips shorter than {self.stride} frames or set time_pooling=1")
+            # A batch of clips shorter than one pooling window: pad so the pooling runs; their output
+            # length is 0, so the CTC feasibility check skips and counts them instead of a crash mid-epoch.
+            x = nn.functional.pad(x, (0, 0, 0, self.stride - x.shape[1]))
         lengths = lengths.to(x.device)
         x = zero_padding(x[:, None], lengths, time_dim=2)                    # (B, 1, T, F)
         for block in self.blocks:
