@@ -1,4 +1,5 @@
-"""The ``ctcrnn`` command: ``train``, ``evaluate``, ``transcribe``, ``align``, ``tune-lm``, ``lm``, ``models``.
+"""The ``ctcrnn`` command: ``train``, ``evaluate``, ``transcribe``, ``align``, ``tune-lm``, ``lm``, ``plot``,
+``models``.
 
 ``python train.py ARGS`` is ``ctcrnn train ARGS``.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from .checkpoint import CheckpointError
@@ -35,6 +37,7 @@ def format_summary(summary: dict) -> str:
 
 
 def cmd_train(args) -> None:
+    from .distributed import DistContext, shutdown
     from .evaluate import evaluate
     from .trainer import train
 
@@ -45,6 +48,10 @@ def cmd_train(args) -> None:
         run_dir = train(None, resume=args.resume, overrides=args.overrides)
     else:
         run_dir = train(load_config(args.config, args.overrides))
+    rank = int(os.environ.get("RANK", "0"))
+    shutdown(DistContext(rank, int(os.environ.get("WORLD_SIZE", "1"))))
+    if rank != 0:  # under torchrun, rank 0 reports and evaluates
+        return
     print(f"run folder: {run_dir}")
     if not args.no_eval and (run_dir / "best.pt").exists():
         print(format_summary(evaluate(run_dir / "best.pt", device=args.device)))
@@ -71,11 +78,14 @@ def decoder_options(args) -> dict | None:
 
 def make_recogniser(args):
     from .checkpoint import load_checkpoint
-    from .evaluate import make_decoder
+    from .evaluate import make_decoder, with_word_delimiter
     from .transcribe import Recogniser
 
     options = decoder_options(args) if hasattr(args, "beam") else None
-    decoder = make_decoder(load_checkpoint(args.checkpoint)["labels"], **options) if options else None
+    decoder = None
+    if options:
+        state = load_checkpoint(args.checkpoint)
+        decoder = make_decoder(state["labels"], **with_word_delimiter(options, state["input_spec"]))
     return Recogniser(args.checkpoint, device=args.device, decoder=decoder)
 
 
@@ -127,6 +137,12 @@ def cmd_lm(args) -> None:
     lm_main(args.lm_args)
 
 
+def cmd_plot(args) -> None:
+    from .plotting import plot_run
+
+    print(f"learning curves written to {plot_run(args.run, args.out)}")
+
+
 def cmd_models(args) -> None:
     from .registry import list_models
 
@@ -156,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train from a YAML recipe (default: the embedded SyntheticActions job)")
     p.add_argument("--config", help="YAML recipe in configs/; omitted: the embedded default")
-    p.add_argument("--resume", help="continue the run of this checkpoint (its config, plus any overrides)")
+    p.add_argument("--resume", help="continue the run of this checkpoint or run folder (its config, plus any "
+                   "overrides); a corrupted checkpoint falls back to the newest readable one")
     p.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation after training")
     p.add_argument("--device", default="auto", help="device for the final evaluation")
     p.add_argument("overrides", nargs="*", help="key.sub=value, e.g. model.encoder.cell=lstm trainer.max_epochs=3")
@@ -198,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lm", help="n-gram LM tools: 'ctcrnn lm build text.txt --order 3 --out lm.arpa'")
     p.add_argument("lm_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_lm)
+    p = sub.add_parser("plot", help="draw a run's learning curves (loss, validation error, lr) to a PNG")
+    p.add_argument("run", help="run folder (holding metrics.jsonl / steps.jsonl)")
+    p.add_argument("--out", help="PNG path (default: <run>/curves.png)")
+    p.set_defaults(func=cmd_plot)
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(func=cmd_models)

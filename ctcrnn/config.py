@@ -55,6 +55,15 @@ class TrainerConfig:
     run_name: str = ""                # default: <dataset>-<model>-<cell>
     progress: bool = True             # tqdm progress bar
     max_bad_steps: int = 20           # stop after this many non-finite steps in a row
+    grad_accum: int = 1               # batches per optimizer step (effective batch = batch_size x grad_accum x ranks)
+    precision: str = "fp32"           # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + grad scaler, CUDA);
+                                      # the CTC loss is computed in float32 either way
+    compile: bool = False             # torch.compile the frontend (needs a C++ compiler on the CPU)
+    checkpoint_every_steps: int = 0   # also checkpoint every N optimizer steps (0: at epoch ends only)
+    checkpoint_every_minutes: float = 0.0  # ... and/or every M minutes (0: off)
+    keep_checkpoints: int = 3         # newest step checkpoints kept in <run>/checkpoints (older ones are deleted)
+    log_every_steps: int = 50         # a row of steps.csv/.jsonl every N optimizer steps (0: off)
+    tensorboard: bool = False         # also write TensorBoard events to <run>/tensorboard (pip install tensorboard)
 
 
 @dataclass

@@ -120,3 +120,17 @@ class LengthBucketSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+def plan_batches(dataset, batch_size: int, seed: int | None = None, epoch: int = 0, max_frames: int = 0,
+                 sortagrad: bool = False) -> list[list[int]]:
+    """An epoch's batches as lists of item indices: shuffled when ``seed`` is given (the draw depends only
+    on seed and epoch), by length buckets when ``max_frames`` > 0 and the dataset knows its ``lengths``,
+    else ``batch_size`` items at a time in index order."""
+    if max_frames > 0 and getattr(dataset, "lengths", None) is not None:
+        return LengthBucketSampler(dataset.lengths, max_frames, batch_size, seed=seed or 0, epoch=epoch,
+                                   sortagrad=sortagrad, shuffle=seed is not None).batches
+    order = list(range(len(dataset)))
+    if seed is not None:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -1,12 +1,16 @@
-"""The training loop: AdamW + warm-up/cosine, clipping, validation, atomic checkpoints, resume.
+"""The training loop: AdamW + warm-up/cosine, gradient accumulation, mixed precision, clipping,
+validation, atomic checkpoints (every epoch, every N steps and/or M minutes), exact resume, torchrun DDP.
 
+A checkpoint holds everything the run depends on: weights, optimizer, scheduler, grad scaler, the position
+in the epoch's batch plan (which depends only on seed and epoch), the epoch's running sums and every RNG
+state. DataLoaders draw their worker seeds from their own generator, never from the global one, and
+datasets seed per-item randomness from (seed, epoch, index) through ``set_epoch``; so a run killed at any
+point and resumed from its last checkpoint ends with weights bitwise equal (CPU) to an uninterrupted run.
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...);
 datasets and models come from the registries.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import random
@@ -18,19 +22,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import (
-    Config,
-    apply_override,
-    config_from_dict,
-    config_to_dict,
-    save_config,
-)
+from .checkpoint import CheckpointError, link_latest, load_checkpoint, save_checkpoint
+from .config import Config, apply_override, config_from_dict, config_to_dict, save_config
 from .ctc import ctc_loss
-from .data import LengthBucketSampler, build_dataset, collate
+from .data import build_dataset, collate, plan_batches
 from .decoding import greedy_decode
-from .metrics import error_rate
+from .distributed import DistContext, all_reduce_sum, broadcast_object, init_distributed
+from .metrics import edit_distance
 from .registry import create_model
+from .runlog import TableLog, TensorBoardLog, record_skipped, truncate_skipped
+from .stepping import Stepper, check_precision, train_step  # noqa: F401  (train_step: public API)
 
 log = logging.getLogger("ctcrnn.train")
 
@@ -52,7 +53,7 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict:
     # NumPy's legacy state holds an ndarray; store it as a tensor so weights_only loading accepts it.
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"python": random.getstate(), "torch": torch.get_rng_state(),
              "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
                        "gauss": gauss}}
@@ -72,21 +73,26 @@ def set_rng_state(state: dict) -> None:
 
 
 def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device, seed: int | None = None,
-                epoch: int = 0, max_frames: int = 0, sortagrad: bool = False) -> DataLoader:
-    """Batches of ``batch_size`` items, shuffled when ``seed`` is given; with ``max_frames`` > 0 and a
-    dataset that knows its ``lengths``, batches of similar-length items holding at most ``max_frames``
-    padded input steps (and at most ``batch_size`` items). The order depends only on seed and epoch, so
-    a resumed run sees the same batches."""
-    if max_frames > 0 and getattr(dataset, "lengths", None) is not None:
-        sampler = LengthBucketSampler(dataset.lengths, max_frames, batch_size, seed=seed or 0, epoch=epoch,
-                                      sortagrad=sortagrad, shuffle=seed is not None)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
-                          pin_memory=device.type == "cuda")
-    order = None
-    if seed is not None:
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=num_workers,
-                      collate_fn=collate, pin_memory=device.type == "cuda")
+                epoch: int = 0, max_frames: int = 0, sortagrad: bool = False, start: int = 0,
+                context: DistContext | None = None, split_batches: bool = True) -> DataLoader:
+    """A DataLoader over :func:`~ctcrnn.data.plan_batches`, from batch ``start`` on.
+
+    Under torchrun each rank takes its share of every batch (``split_batches``, for training: the global
+    batch stays the same) or every world-th whole batch (for evaluation). Worker seeds come from the
+    loader's own generator (seeded by seed and epoch), so creating a loader never consumes the global RNG.
+    """
+    context = context or DistContext()
+    batches = plan_batches(dataset, batch_size, seed, epoch, max_frames, sortagrad)[start:]
+    if context.enabled:
+        if split_batches:  # a batch with fewer items than ranks cannot be shared: every rank must step
+            batches = [b[context.rank :: context.world] for b in batches if len(b) >= context.world]
+        else:
+            batches = batches[context.rank :: context.world]
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch, seed or 0)
+    generator = torch.Generator().manual_seed(((seed or 0) * 1_000_003 + epoch) % 2**63)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", generator=generator)
 
 
 def cosine_with_warmup(warmup: int, total: int):
@@ -113,174 +119,23 @@ def predict(model, loader, device, unreadable: list | None = None):
         yield batch, log_probs, out_lengths, greedy_decode(log_probs, out_lengths)
 
 
-def train_step(model, batch: dict, optimizer, scheduler, device: torch.device, grad_clip: float):
-    """One optimisation step on a collated batch: forward, CTC loss (infeasible samples left out),
-    backward, gradient clipping, optimizer and scheduler step.
-
-    Returns (CTCLossResult, applied): ``result.loss`` is None when no sample was feasible; ``applied`` is
-    False when nothing was updated, including a non-finite loss or gradient, which never touches the weights.
-    """
-    log_probs, out_lengths = model(batch["inputs"].to(device, non_blocking=True), batch["lengths"].to(device))
-    result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
-    if result.loss is None:
-        return result, False
-    optimizer.zero_grad(set_to_none=True)
-    result.loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
-    if not (torch.isfinite(result.loss) and torch.isfinite(grad_norm)):
-        return result, False
-    optimizer.step()
-    scheduler.step()
-    return result, True
-
-
-def validate(model, loader, device) -> dict:
-    """Mean CTC loss, greedy token error rate (%) and skipped (infeasible or unreadable) samples over a split."""
-    total_loss, kept, skipped, refs, hyps, unreadable = 0.0, 0, 0, [], [], []
-    for batch, log_probs, out_lengths, batch_hyps in predict(model, loader, device, unreadable):
+def validate(model, loader, device, context: DistContext | None = None) -> dict:
+    """Mean CTC loss, greedy token error rate (%) and skipped (infeasible or unreadable) samples over a
+    split; under torchrun each rank scores its share of the batches and the sums are reduced."""
+    loss_sum, kept, skipped, edits, ref_tokens, unreadable = 0.0, 0, 0, 0, 0, []
+    for batch, log_probs, out_lengths, hyps in predict(model, loader, device, unreadable):
         result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
         if result.loss is not None:
-            total_loss += result.loss.item() * result.kept
+            loss_sum += result.loss.item() * result.kept
             kept += result.kept
         skipped += len(result.skipped)
-        refs += batch["targets"]
-        hyps += batch_hyps
-    return {"loss": total_loss / max(kept, 1), "ter": error_rate(refs, hyps), "skipped": skipped + len(unreadable)}
-
-
-class MetricsLog:
-    """One row per epoch, appended to metrics.csv and metrics.jsonl in the run folder."""
-
-    def __init__(self, run_dir: Path):
-        self.csv, self.jsonl = run_dir / "metrics.csv", run_dir / "metrics.jsonl"
-
-    def truncate(self, epochs: int) -> None:
-        """Keep the first ``epochs`` rows: a resumed run rewrites what came after its checkpoint."""
-        for path, header in ((self.csv, 1), (self.jsonl, 0)):
-            if path.exists():
-                lines = path.read_text().splitlines(keepends=True)
-                path.write_text("".join(lines[: header + epochs]))
-
-    def write(self, row: dict) -> None:
-        new = not self.csv.exists()
-        with open(self.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def train(cfg: Config, resume: str | Path | None = None, overrides: list[str] = ()) -> Path:
-    """Train from ``cfg`` (or continue the run in ``resume``); returns the run folder."""
-    state = None
-    if resume is not None:
-        state = load_checkpoint(resume)
-        cfg = config_from_dict(state["config"])
-        for override in overrides:  # e.g. trainer.max_epochs=30 to extend a finished run
-            apply_override(cfg, override)
-    tc = cfg.trainer
-    seed_everything(tc.seed)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = resolve_device(tc.device)
-
-    train_set = build_dataset(cfg.data.name, cfg.data.train_split, cfg.data.args)
-    fitted = {"labels": list(train_set.labels), "input_spec": dict(train_set.input_spec)}
-    val_set = build_dataset(cfg.data.name, cfg.data.val_split, cfg.data.args, fitted=fitted)
-    model = create_model(cfg.model.name, num_classes=len(train_set.labels),
-                         in_shape=tuple(train_set.input_spec["step_shape"]), encoder=cfg.model.encoder,
-                         **cfg.model.args)
-    cfg.model.encoder = dict(vars(model.encoder.config))  # the resolved encoder goes into the saved config
-    model.to(device)
-    run_dir = Path(resume).parent if resume is not None else new_run_dir(
-        Path(tc.out_dir), tc.run_name or f"{cfg.data.name}-{cfg.model.name}-{model.encoder.config.cell}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    dc = cfg.data
-    train_loader = lambda epoch: make_loader(train_set, dc.batch_size, dc.num_workers, device, seed=tc.seed,
-                                             epoch=epoch, max_frames=dc.max_frames, sortagrad=dc.sortagrad)
-    steps_per_epoch = len(train_loader(0))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(tc.warmup_steps, tc.max_epochs * steps_per_epoch))
-    start_epoch, step, best = 0, 0, math.inf
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best_ter"]
-        if state["max_epochs"] != tc.max_epochs:
-            log.warning("max_epochs changed from %d to %d: the cosine schedule stretches from here on",
-                        state["max_epochs"], tc.max_epochs)
-        set_rng_state(state["rng"])
-        log.info("resumed %s at epoch %d (step %d)", resume, start_epoch, step)
-
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s (%s, %.2fM parameters) on %s; %d train / %d val clips; run folder %s",
-             cfg.model.name, model.encoder.config.cell, n_params / 1e6, device, len(train_set), len(val_set), run_dir)
-    val_loader = make_loader(val_set, dc.eval_batch_size, dc.num_workers, device, max_frames=dc.max_frames)
-    metrics_log = MetricsLog(run_dir)
-    metrics_log.truncate(start_epoch)
-    describe = {"arch": model.arch, **fitted}
-    bad_in_a_row = 0
-
-    for epoch in range(start_epoch, tc.max_epochs):
-        model.train()
-        loader = train_loader(epoch)
-        started, frames, loss_sum, loss_count, skipped, bad_steps = time.time(), 0, 0.0, 0, [], 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.max_epochs}", disable=not tc.progress, leave=False,
-                   dynamic_ncols=True)
-        for batch in bar:
-            if batch["skipped"]:  # unreadable items: already left out of the batch
-                record_skipped(run_dir, epoch + 1, batch["skipped"], first=not skipped)
-                skipped += batch["skipped"]
-            if batch["inputs"] is None:
-                continue
-            result, applied = train_step(model, batch, optimizer, scheduler, device, tc.grad_clip)
-            if result.skipped:
-                record_skipped(run_dir, epoch + 1, result.skipped, first=not skipped)
-            skipped += result.skipped
-            if result.loss is None:
-                continue
-            if not applied:  # stop if non-finite steps keep coming
-                bad_steps += 1
-                bad_in_a_row += 1
-                log.warning("non-finite loss/gradient at step %d (ids %s): step skipped", step, batch["ids"][:8])
-                if bad_in_a_row >= tc.max_bad_steps:
-                    raise RuntimeError(f"{bad_in_a_row} non-finite steps in a row: stopping before the weights are "
-                                       f"corrupted; lower trainer.lr or check the data (last ids {batch['ids'][:8]})")
-                continue
-            bad_in_a_row = 0
-            step += 1
-            loss_sum += result.loss.item() * result.kept
-            loss_count += result.kept
-            frames += int(batch["lengths"].sum())
-            bar.set_postfix(loss=f"{result.loss.item():.3f}", clips_s=f"{loss_count / (time.time() - started):.1f}")
-        train_time = time.time() - started
-        val = validate(model, val_loader, device)
-        row = {"epoch": epoch + 1, "step": step, "train_loss": round(loss_sum / max(loss_count, 1), 5),
-               "val_loss": round(val["loss"], 5), "val_ter": round(val["ter"], 3),
-               "lr": optimizer.param_groups[0]["lr"], "clips_per_s": round(loss_count / train_time, 2),
-               "frames_per_s": round(frames / train_time, 1), "epoch_s": round(train_time, 1),
-               "skipped_samples": len(skipped), "val_skipped": val["skipped"], "skipped_steps": bad_steps}
-        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_TER %.2f%%  %.1f clips/s  %.0fs%s",
-                 epoch + 1, tc.max_epochs, row["train_loss"], row["val_loss"], row["val_ter"], row["clips_per_s"],
-                 train_time, f"  skipped {len(skipped)} infeasible" if skipped else "")
-        is_best = val["ter"] < best
-        best = min(best, val["ter"])
-        checkpoint = {**describe, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "best_ter": best,
-                      "max_epochs": tc.max_epochs, "metrics": row, "config": config_to_dict(cfg),
-                      "rng": rng_state()}
-        # Checkpoint first, then the metrics row: a crash in between never leaves a row without its state.
-        if is_best:
-            save_checkpoint(checkpoint, run_dir / "best.pt")
-        save_checkpoint(checkpoint, run_dir / "last.pt")
-        metrics_log.write(row)
-    return run_dir
+        edits += sum(edit_distance(r, h) for r, h in zip(batch["targets"], hyps))
+        ref_tokens += sum(len(r) for r in batch["targets"])
+    loss_sum, kept, skipped, edits, ref_tokens = all_reduce_sum(
+        [loss_sum, kept, skipped + len(unreadable), edits, ref_tokens], context or DistContext())
+    if ref_tokens == 0:
+        raise ValueError("validation split has no reference labels to score (empty, or every clip unreadable)")
+    return {"loss": loss_sum / max(kept, 1), "ter": 100.0 * edits / ref_tokens, "skipped": int(skipped)}
 
 
 def new_run_dir(out_dir: Path, name: str) -> Path:
@@ -292,13 +147,226 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
     return run_dir
 
 
-def record_skipped(run_dir: Path, epoch: int, skipped: list[tuple[str, str]], first: bool) -> None:
-    """Every skipped sample goes to skipped.tsv; the log shows the first of each epoch."""
-    path = run_dir / "skipped.tsv"
-    new = not path.exists()
-    with open(path, "a") as f:
-        if new:
-            f.write("epoch\tid\treason\n")
-        f.writelines(f"{epoch}\t{sample_id}\t{reason}\n" for sample_id, reason in skipped)
-    if first:
-        log.warning("skipping %s: %s (all skipped samples are listed in %s)", *skipped[0], path)
+def run_dir_of(checkpoint: Path) -> Path:
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def load_resume_state(resume: str | Path) -> tuple[dict, Path]:
+    """The checkpoint to continue from: ``resume`` (a file, or a run folder meaning its last.pt), falling
+    back to the newest readable step checkpoint of the run when that file is truncated or corrupted."""
+    path = Path(resume)
+    path = path / "last.pt" if path.is_dir() else path
+    run_dir = run_dir_of(path)
+    candidates = [path] + sorted((run_dir / "checkpoints").glob("step-*.pt"), reverse=True)
+    errors = []
+    for candidate in candidates:
+        try:
+            state = load_checkpoint(candidate)
+        except CheckpointError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            log.warning("could not resume from %s (%s); falling back to %s", path, errors[0], candidate)
+        return state, run_dir
+    raise CheckpointError(f"no readable checkpoint to resume from in {run_dir}: " + "; ".join(errors))
+
+
+class Checkpointer:
+    """Writes checkpoints atomically: ``checkpoints/step-N.pt`` (the newest ``keep`` are kept) with
+    ``last.pt`` pointing at the newest, and ``best.pt`` at epoch ends that improve validation."""
+
+    def __init__(self, run_dir: Path, keep: int, every_steps: int, every_minutes: float):
+        if keep < 1:
+            raise ValueError(f"trainer.keep_checkpoints must be at least 1, got {keep}")
+        self.run_dir, self.keep, self.every_steps, self.every_minutes = run_dir, keep, every_steps, every_minutes
+        self.last_time = time.time()
+
+    def due(self, step: int) -> bool:
+        return bool((self.every_steps and step % self.every_steps == 0) or
+                    (self.every_minutes and time.time() - self.last_time >= 60 * self.every_minutes))
+
+    def save(self, state: dict, best: bool = False) -> Path:
+        path = self.run_dir / "checkpoints" / f"step-{state['step']:08d}.pt"
+        try:
+            save_checkpoint(state, path)
+            link_latest(path, self.run_dir / "last.pt")
+            if best:
+                save_checkpoint(state, self.run_dir / "best.pt")
+        except OSError as e:
+            previous = self.run_dir / "last.pt"
+            raise CheckpointError(f"could not write checkpoint {path}: {e}. The previous checkpoint "
+                                  f"({previous}) is intact; free space and continue with --resume {self.run_dir}") from e
+        for old in sorted((self.run_dir / "checkpoints").glob("step-*.pt"))[: -self.keep]:
+            old.unlink(missing_ok=True)
+        self.last_time = time.time()
+        return path
+
+
+def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[str] = ()) -> Path:
+    """Train from ``cfg`` (or continue the run of ``resume``: a checkpoint or run folder); returns the run
+    folder. Under torchrun every rank calls this; rank 0 alone writes files."""
+    state = None
+    if resume is not None:
+        state, resume_dir = load_resume_state(resume)
+        cfg = config_from_dict(state["config"])
+        for override in overrides:  # e.g. trainer.max_epochs=30 to extend a finished run
+            apply_override(cfg, override)
+    tc, dc = cfg.trainer, cfg.data
+    if tc.grad_accum < 1:
+        raise ValueError(f"trainer.grad_accum must be at least 1, got {tc.grad_accum}")
+    seed_everything(tc.seed)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    context, device = init_distributed(resolve_device(tc.device))
+    check_precision(tc.precision, device)
+    if not context.is_main:
+        log.setLevel(logging.WARNING)
+
+    train_set = build_dataset(dc.name, dc.train_split, dc.args)
+    fitted = {"labels": list(train_set.labels), "input_spec": dict(train_set.input_spec)}
+    val_set = build_dataset(dc.name, dc.val_split, dc.args, fitted=fitted)
+    model = create_model(cfg.model.name, num_classes=len(train_set.labels),
+                         in_shape=tuple(train_set.input_spec["step_shape"]), encoder=cfg.model.encoder,
+                         **cfg.model.args)
+    cfg.model.encoder = dict(vars(model.encoder.config))  # the resolved encoder goes into the saved config
+    model.to(device)
+    if tc.compile:
+        model.frontend.compile()  # in place: state_dict keys stay as they are
+    run_dir = resume_dir if state is not None else broadcast_object(
+        new_run_dir(Path(tc.out_dir), tc.run_name or f"{dc.name}-{cfg.model.name}-{model.encoder.config.cell}")
+        if context.is_main else None, context)
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    plan = lambda epoch: plan_batches(train_set, dc.batch_size, tc.seed, epoch, dc.max_frames, dc.sortagrad)  # noqa: E731
+    steps_per_epoch = math.ceil(len(plan(0)) / tc.grad_accum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(tc.warmup_steps, tc.max_epochs * steps_per_epoch))
+    runner = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
+    stepper = Stepper(runner, optimizer, scheduler, device, tc.grad_clip, tc.precision, context)
+    start_epoch, position, step, best, bad_in_a_row, progress = 0, 0, 0, math.inf, 0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stepper.load_state_dict(state.get("stepper", {}))
+        step, best, bad_in_a_row = state["step"], state["best_ter"], state.get("bad_in_a_row", 0)
+        start_epoch = state["epoch"] + 1 if state.get("epoch_done", True) else state["epoch"]
+        if not state.get("epoch_done", True):
+            position, progress = state["position"], dict(state["progress"])
+        if state["max_epochs"] != tc.max_epochs:
+            log.warning("max_epochs changed from %d to %d: the cosine schedule stretches from here on",
+                        state["max_epochs"], tc.max_epochs)
+        set_rng_state(state["rng"])
+        log.info("resumed from step %d: epoch %d, batch %d", step, start_epoch + 1, position)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s (%s, %.2fM parameters) on %s%s; %d train / %d val clips; run folder %s", cfg.model.name,
+             model.encoder.config.cell, n_params / 1e6, device, f" x {context.world} ranks" if context.enabled else "",
+             len(train_set), len(val_set), run_dir)
+    metrics_log, steps_log = TableLog(run_dir, "metrics", "epoch"), TableLog(run_dir, "steps", "step")
+    tensorboard = TensorBoardLog(run_dir) if tc.tensorboard and context.is_main else None
+    checkpointer = Checkpointer(run_dir, tc.keep_checkpoints, tc.checkpoint_every_steps, tc.checkpoint_every_minutes)
+    if context.is_main and state is not None:  # cut the logs back to what the checkpoint had seen
+        metrics_log.truncate(state["epoch"])
+        steps_log.truncate(step)
+        truncate_skipped(run_dir, start_epoch + 1)
+        if state.get("epoch_done", True):
+            metrics_log.write(state["metrics"])
+        elif progress["skipped"]:
+            record_skipped(run_dir, start_epoch + 1, [tuple(s) for s in progress["skipped"]], first=False)
+    describe = {"arch": model.arch, **fitted}
+
+    def snapshot(epoch: int, epoch_done: bool, position: int, progress: dict, row: dict | None = None) -> dict:
+        return {**describe, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "stepper": stepper.state_dict(), "epoch": epoch,
+                "epoch_done": epoch_done, "position": position, "progress": progress, "step": step,
+                "best_ter": best, "bad_in_a_row": bad_in_a_row, "max_epochs": tc.max_epochs, "metrics": row or {},
+                "config": config_to_dict(cfg), "rng": rng_state()}
+
+    for epoch in range(start_epoch, tc.max_epochs):
+        model.train()
+        loader = make_loader(train_set, dc.batch_size, dc.num_workers, device, tc.seed, epoch, dc.max_frames,
+                             dc.sortagrad, start=position, context=context)
+        progress = progress or {"loss_sum": 0.0, "samples": 0, "frames": 0, "skipped": [], "bad_steps": 0,
+                                "seconds": 0.0}
+        started, done_before, interval = time.time() - progress["seconds"], progress["samples"], []
+        last_position = position + len(loader)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.max_epochs}", disable=not (tc.progress and context.is_main),
+                   leave=False, dynamic_ncols=True, initial=position, total=position + len(loader))
+        for batch in bar:
+            position += 1
+            skipped = batch["skipped"]
+            if batch["inputs"] is not None:
+                result = stepper.accumulate(batch, sync=position % tc.grad_accum == 0 or position == last_position)
+                skipped = skipped + result.skipped
+                progress["frames"] += int(batch["lengths"].sum())
+            if skipped and context.is_main:
+                record_skipped(run_dir, epoch + 1, skipped, first=not progress["skipped"])
+            progress["skipped"] += [list(s) for s in skipped]
+            if position % tc.grad_accum and position < last_position:
+                continue  # more micro-batches to accumulate before this step
+            report = stepper.step()
+            if report.non_finite:
+                progress["bad_steps"] += 1
+                bad_in_a_row += 1
+                log.warning("non-finite loss/gradient at step %d (ids %s): step skipped", step, batch["ids"][:8])
+                if bad_in_a_row >= tc.max_bad_steps:
+                    raise RuntimeError(f"{bad_in_a_row} non-finite steps in a row: stopping before the weights are "
+                                       f"corrupted; lower trainer.lr or check the data (last ids {batch['ids'][:8]})")
+                continue
+            if not report.applied:
+                continue
+            bad_in_a_row, step = 0, step + 1
+            progress["loss_sum"] += report.loss * report.samples
+            progress["samples"] += report.samples
+            progress["seconds"] = time.time() - started
+            interval.append(report)
+            rate = (progress["samples"] - done_before) / max(time.time() - started, 1e-9)
+            bar.set_postfix(loss=f"{report.loss:.3f}", clips_s=f"{rate:.1f}")
+            if context.is_main and tc.log_every_steps and step % tc.log_every_steps == 0:
+                row = step_row(step, epoch, interval, optimizer, len(progress["skipped"]))
+                steps_log.write(row)
+                if tensorboard:
+                    tensorboard.write("train", row, step)
+                interval = []
+            if checkpointer.due(step) and context.is_main:
+                checkpointer.save(snapshot(epoch, False, position, progress))
+        train_time = time.time() - started
+        val = validate(model, make_loader(val_set, dc.eval_batch_size, dc.num_workers, device,
+                                          max_frames=dc.max_frames, context=context, split_batches=False),
+                       device, context)
+        train_loss = progress["loss_sum"] / max(progress["samples"], 1)
+        row = {"epoch": epoch + 1, "step": step, "train_loss": round(train_loss, 5),
+               "val_loss": round(val["loss"], 5), "val_ter": round(val["ter"], 3),
+               "lr": optimizer.param_groups[0]["lr"], "clips_per_s": round(progress["samples"] / train_time, 2),
+               "frames_per_s": round(progress["frames"] * context.world / train_time, 1),
+               "epoch_s": round(train_time, 1), "skipped_samples": len(progress["skipped"]),
+               "val_skipped": val["skipped"], "skipped_steps": progress["bad_steps"]}
+        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_TER %.2f%%  %.1f clips/s  %.0fs%s",
+                 epoch + 1, tc.max_epochs, row["train_loss"], row["val_loss"], row["val_ter"], row["clips_per_s"],
+                 train_time, f"  skipped {row['skipped_samples']} samples" if row["skipped_samples"] else "")
+        is_best = val["ter"] < best
+        best = min(best, val["ter"])
+        if context.is_main:
+            # Checkpoint first, then the metrics row; a resume rewrites the row from the checkpoint if needed.
+            checkpointer.save(snapshot(epoch, True, 0, {}, row), best=is_best)
+            metrics_log.write(row)
+            if tensorboard:
+                tensorboard.write("epoch", row, step)
+        position, progress = 0, None
+    if tensorboard:
+        tensorboard.close()
+    return run_dir
+
+
+def step_row(step: int, epoch: int, reports: list, optimizer, skipped: int) -> dict:
+    """One line of steps.jsonl: means over the optimizer steps since the previous line."""
+    samples = sum(r.samples for r in reports)
+    return {"step": step, "epoch": epoch + 1,
+            "loss": round(sum(r.loss * r.samples for r in reports) / max(samples, 1), 6),
+            "grad_norm": round(sum(r.grad_norm for r in reports) / max(len(reports), 1), 4),
+            "lr": optimizer.param_groups[0]["lr"], "samples": samples, "skipped_samples": skipped,
+            "time": round(time.time(), 3)}

@@ -1,0 +1,89 @@
+"""What a run writes besides checkpoints: per-epoch metrics, per-step training log, skipped samples,
+and (optionally) TensorBoard events.
+
+Files in the run folder: ``metrics.csv``/``metrics.jsonl`` (one row per epoch: losses, validation error,
+lr, throughput, skipped counts), ``steps.csv``/``steps.jsonl`` (a row every ``trainer.log_every_steps``
+optimizer steps: loss, lr, grad norm, throughput, skipped so far), ``skipped.tsv`` (every skipped sample
+with the reason) and ``tensorboard/`` with ``trainer.tensorboard=true``. A resumed run first cuts each log
+back to its checkpoint, so no row is ever written twice.
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger("ctcrnn.train")
+
+
+class TableLog:
+    """Rows appended to ``<name>.csv`` and ``<name>.jsonl``; ``key`` is the column that orders them."""
+
+    def __init__(self, run_dir: Path, name: str, key: str):
+        self.csv, self.jsonl, self.key = run_dir / f"{name}.csv", run_dir / f"{name}.jsonl", key
+
+    def rows(self) -> list[dict]:
+        if not self.jsonl.exists():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+
+    def truncate(self, last: int) -> None:
+        """Keep the rows whose ``key`` is at most ``last`` (what the checkpoint being resumed had seen)."""
+        kept = [row for row in self.rows() if row[self.key] <= last]
+        for path in (self.csv, self.jsonl):
+            path.unlink(missing_ok=True)
+        for row in kept:
+            self.write(row)
+
+    def write(self, row: dict) -> None:
+        new = not self.csv.exists()
+        with open(self.csv, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class TensorBoardLog:
+    """Scalars to ``run/tensorboard`` through torch's SummaryWriter (needs the ``tensorboard`` package)."""
+
+    def __init__(self, run_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ValueError("trainer.tensorboard=true needs the tensorboard package: pip install tensorboard "
+                             f"(or set trainer.tensorboard=false) [{e}]") from None
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, prefix: str, row: dict, step: int) -> None:
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def record_skipped(run_dir: Path, epoch: int, skipped: list[tuple[str, str]], first: bool) -> None:
+    """Every skipped sample goes to skipped.tsv; the log shows the first of each epoch."""
+    path = run_dir / "skipped.tsv"
+    new = not path.exists()
+    with open(path, "a") as f:
+        if new:
+            f.write("epoch\tid\treason\n")
+        f.writelines(f"{epoch}\t{sample_id}\t{reason}\n" for sample_id, reason in skipped)
+    if first:
+        log.warning("skipping %s: %s (all skipped samples are listed in %s)", *skipped[0], path)
+
+
+def truncate_skipped(run_dir: Path, epoch: int) -> None:
+    """Drop skipped.tsv rows of ``epoch`` and later: a resumed run lists them again as it meets them."""
+    path = run_dir / "skipped.tsv"
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:1] + [line for line in lines[1:] if int(line.split("\t", 1)[0]) < epoch]))

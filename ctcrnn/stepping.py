@@ -1,0 +1,132 @@
+"""Optimizer steps: gradient accumulation, mixed precision, data-parallel gradients and the non-finite guard.
+
+Every micro-batch is backpropagated as the *sum* of its per-sample CTC losses; at the step, the gradients
+are divided by the number of samples that went into them (over all micro-batches and all ranks). So a step
+is the gradient of the mean loss over the whole effective batch, whatever the micro-batch sizes (length
+buckets vary) or the number of ranks: N ranks x B items equals one process with N·B items.
+Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .ctc import CTCResult, ctc_loss
+from .distributed import DistContext, all_reduce_sum
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("trainer.precision=fp16 needs a CUDA device (its loss scaling is a GPU affair); "
+                         "use trainer.precision=bf16 on the CPU")
+
+
+@dataclass
+class StepReport:
+    applied: bool          # the weights were updated
+    loss: float            # mean per-sample loss over the effective batch (all ranks); nan if none
+    samples: int           # feasible samples in the step (all ranks)
+    grad_norm: float       # before clipping; nan when nothing was computed
+    non_finite: bool       # a non-finite loss or gradient made the step skip
+
+
+class Stepper:
+    """Accumulates micro-batches (:meth:`accumulate`) into optimizer steps (:meth:`step`).
+
+    model: the module to run (a DistributedDataParallel wrapper under torchrun); params: what the
+    optimizer updates. precision: fp32 | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only).
+    """
+
+    def __init__(self, model, optimizer, scheduler, device: torch.device, grad_clip: float = 0.0,
+                 precision: str = "fp32", context: DistContext | None = None):
+        check_precision(precision, device)
+        self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
+        self.grad_clip, self.dtype, self.context = grad_clip, PRECISIONS[precision], context or DistContext()
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum, self.samples, self.finite = 0.0, 0, True
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def accumulate(self, batch: dict, sync: bool = True) -> CTCResult:
+        """Forward and backward one collated micro-batch; ``sync=False`` defers the data-parallel gradient
+        reduction to a later micro-batch of the same step (DDP's ``no_sync``)."""
+        no_sync = getattr(self.model, "no_sync", None)
+        with (no_sync() if no_sync is not None and not sync else contextlib.nullcontext()):
+            with self.autocast():
+                log_probs, out_lengths = self.model(batch["inputs"].to(self.device, non_blocking=True),
+                                                    batch["lengths"].to(self.device))
+            result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
+            if result.loss is None:
+                # Nothing feasible here, but under DDP every rank must join the gradient reduction.
+                total = log_probs.sum() * 0.0
+            else:
+                total = result.loss * result.kept
+                self.finite &= bool(torch.isfinite(result.loss))
+                self.loss_sum += float(total.detach()) if self.finite else math.nan
+                self.samples += result.kept
+            (self.scaler.scale(total) if self.scaler is not None else total).backward()
+        return result
+
+    def step(self) -> StepReport:
+        """Divide the accumulated gradients by the samples behind them, clip, and update the weights unless
+        the loss or the gradients are not finite (then the weights are left untouched)."""
+        loss_sum, samples, bad = all_reduce_sum([self.loss_sum if self.finite else 0.0, self.samples,
+                                                 0.0 if self.finite else 1.0], self.context)
+        samples = int(samples)
+        if samples == 0:
+            self._reset()
+            return StepReport(False, math.nan, 0, math.nan, False)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        # DDP averaged the gradients over ranks: x world / samples turns that into the mean over samples.
+        scale = self.context.world / samples
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip or math.inf))
+        non_finite = bool(bad) or not math.isfinite(grad_norm)
+        applied = False
+        if self.scaler is not None and not bad:
+            # fp16: an overflowing gradient is the scaler's business (it skips the step, lowers the scale).
+            scale_before = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            applied = self.scaler.get_scale() >= scale_before
+            non_finite = False
+        elif not non_finite:
+            self.optimizer.step()
+            applied = True
+        if applied:
+            self.scheduler.step()
+        self._reset()
+        return StepReport(applied, loss_sum / samples if not bad else math.nan, samples, grad_norm, non_finite)
+
+    def state_dict(self) -> dict:
+        return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def train_step(model, batch: dict, optimizer, scheduler, device: torch.device, grad_clip: float) -> StepReport:
+    """One full-precision optimizer step on one collated batch (what :class:`Stepper` does with no
+    accumulation); for benchmarks and quick experiments."""
+    stepper = Stepper(model, optimizer, scheduler, device, grad_clip)
+    stepper.accumulate(batch)
+    return stepper.step()
