@@ -185,15 +185,46 @@ def apply_override(cfg: Config, override: str) -> None:
     _set(cfg, key.strip().split("."), RawText(raw, parsed), "")
 
 
+# Lower bounds of numeric settings: (minimum, inclusive). A zero batch or a negative clip norm must be
+# refused when the config is read, not met mid-run (a negative max_norm would flip every gradient).
+LIMITS = {
+    "data.batch_size": (1, True), "data.eval_batch_size": (1, True), "data.num_workers": (0, True),
+    "data.max_frames": (0, True), "trainer.max_epochs": (1, True), "trainer.lr": (0, False),
+    "trainer.weight_decay": (0, True), "trainer.warmup_steps": (0, True), "trainer.grad_clip": (0, True),
+    "trainer.threads": (0, True), "trainer.max_bad_steps": (1, True), "trainer.grad_accum": (1, True),
+    "trainer.checkpoint_every_steps": (0, True), "trainer.checkpoint_every_minutes": (0, True),
+    "trainer.keep_checkpoints": (1, True), "trainer.log_every_steps": (0, True), "eval.num_plots": (0, True),
+}
+CHOICES = {"trainer.precision": ("fp32", "bf16", "fp16")}
+
+
+def validate_config(cfg: Config) -> Config:
+    """Refuse values outside their range (``LIMITS``, ``CHOICES``), naming the key and what it must be."""
+    for key, (low, inclusive) in LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value < low or (not inclusive and value == low):
+            raise ConfigError(f"{key} must be {'>=' if inclusive else '>'} {low}, got {value}")
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}{closest(value, allowed)}")
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the YAML recipe (if any), then the command-line overrides."""
+    """Defaults, then the YAML recipe (if any), then the command-line overrides; then range checks."""
     cfg = Config()
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections (model, data, trainer, eval)")
         try:
@@ -203,7 +234,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise ConfigError(f"{path}: {e}") from None
     for override in overrides:
         apply_override(cfg, override)
-    return cfg
+    return validate_config(cfg)
 
 
 def config_to_dict(cfg: Config) -> dict:

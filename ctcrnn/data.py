@@ -50,16 +50,31 @@ def build_dataset(name: str, split: str, args: dict, fitted: dict | None = None)
     return dataset
 
 
-def collate(items: list[dict]) -> dict:
+def input_problem(item: dict, step_shape: tuple | None) -> str | None:
+    """Why an item's input cannot go into a batch (wrong step shape, NaN/inf values), or None."""
+    x = item["input"]
+    if step_shape is not None and tuple(x.shape[1:]) != tuple(step_shape):
+        return (f"input has step shape {tuple(x.shape[1:])} but the dataset declares {tuple(step_shape)}: "
+                f"regenerate its features with the dataset's settings or drop it")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        return f"input has {bad} non-finite values (NaN/inf): fix the features or drop the item"
+    return None
+
+
+def collate(items: list[dict], step_shape: tuple | None = None) -> dict:
     """Pad a list of items along time.
 
     Returns ``inputs`` (B, T_max, *step_shape) zero-padded, ``lengths`` (B,), ``targets`` (list of
-    label lists), ``ids``, ``skipped`` (list of (id, reason) for unreadable items, left out of the batch),
-    and ``frame_labels`` / ``texts`` when every item has them. When every item was unreadable, ``inputs`` is
-    None and the batch only reports its skips.
+    label lists), ``ids``, ``skipped`` (list of (id, reason) for items left out: unreadable, NaN/inf
+    values, or a step shape other than ``step_shape``), and ``frame_labels`` / ``texts`` when every item
+    has them. When no item is usable, ``inputs`` is None and the batch only reports its skips.
     """
     skipped = [(item["id"], item["error"]) for item in items if "error" in item]
     items = [item for item in items if "error" not in item]
+    problems = [input_problem(item, step_shape) for item in items]
+    skipped += [(item["id"], problem) for item, problem in zip(items, problems) if problem]
+    items = [item for item, problem in zip(items, problems) if not problem]
     if not items:
         return {"inputs": None, "lengths": None, "ids": [], "targets": [], "skipped": skipped}
     lengths = torch.tensor([item["input"].shape[0] for item in items], dtype=torch.long)

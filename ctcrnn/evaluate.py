@@ -181,10 +181,7 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
             ref = reference_text(r, labels, spec) if spelled else text(r["ref"])
             f.write(f"{r['id']}\t{ref}\t{text(r['hyp'])}\t{edits(r, r['hyp'])}")
             f.write(f"\t{text(r['beam'])}\t{edits(r, r['beam'])}\n" if beam else "\n")
-    if unreadable:
-        with open(out_dir / "skipped.tsv", "w") as f:
-            f.write("id\treason\n")
-            f.writelines(f"{sample_id}\t{reason}\n" for sample_id, reason in unreadable)
+    write_skipped(out_dir, unreadable)
     lines = [f"# Evaluation: {summary['checkpoint']} on split `{summary['split']}`", "",
              "| metric | value |", "|---|---|", f"| clips | {summary['clips']} |"]
     if unreadable:
@@ -205,6 +202,15 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
         plot_segments(results, labels, out_dir / "segments.png", num_plots)
         lines += ["", "Predicted (greedy transcript, force-aligned) vs true segments:", "", "![segments](segments.png)"]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def write_skipped(out_dir: Path, unreadable: list | None) -> None:
+    """skipped.tsv: every clip the dataset could not read, with the reason."""
+    if unreadable:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "skipped.tsv", "w") as f:
+            f.write("id\treason\n")
+            f.writelines(f"{sample_id}\t{reason}\n" for sample_id, reason in unreadable)
 
 
 def make_decoder(labels: list[str], beam_size: int, lm: str | None = None, lm_weight: float = 0.5,
@@ -280,12 +286,17 @@ def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Pa
     unreadable: list = []
     results = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
                         cfg.data.num_workers, decoder=beam, unreadable=unreadable, max_frames=cfg.data.max_frames)
+    out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{split.replace('/', '_')}"
+    if not results:
+        write_skipped(out_dir, unreadable)
+        first = "; ".join(f"{i}: {reason}" for i, reason in unreadable[:3])
+        raise ValueError(f"nothing to score on {split}: all {len(unreadable)} clips were unreadable (listed in "
+                         f"{out_dir / 'skipped.tsv'}), e.g. {first}")
     summary = {"checkpoint": str(checkpoint), "split": split, "epoch": state["epoch"] + 1,
                **score(results, state["labels"], cfg.eval.background, state["input_spec"]),
                "unreadable": len(unreadable)}
     if beam is not None:
         summary["beam"]["decoder"] = describe_decoder(decoder)
-    out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{split.replace('/', '_')}"
     write_reports(results, summary, state["labels"], out_dir, cfg.eval.num_plots, state["input_spec"], unreadable)
     summary["out_dir"] = str(out_dir)
     return summary

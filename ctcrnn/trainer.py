@@ -11,6 +11,7 @@ datasets and models come from the registries.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, link_latest, load_checkpoint, save_checkpoint
-from .config import Config, apply_override, config_from_dict, config_to_dict, save_config
+from .config import Config, apply_override, config_from_dict, config_to_dict, save_config, validate_config
 from .ctc import ctc_loss
 from .data import build_dataset, collate, plan_batches
 from .decoding import greedy_decode
@@ -91,7 +92,9 @@ def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch, seed or 0)
     generator = torch.Generator().manual_seed(((seed or 0) * 1_000_003 + epoch) % 2**63)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+    step_shape = getattr(dataset, "input_spec", {}).get("step_shape")
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+                      collate_fn=functools.partial(collate, step_shape=step_shape),
                       pin_memory=device.type == "cuda", generator=generator)
 
 
@@ -208,12 +211,16 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
     state = None
     if resume is not None:
         state, resume_dir = load_resume_state(resume)
+        changing = [o for o in overrides if o.startswith("model.")]
+        if changing:
+            raise ValueError(f"{resume}: model.* overrides ({', '.join(changing)}) cannot change the architecture "
+                             f"of a resumed run (its weights are for model.encoder {state['config']['model']['encoder']}"
+                             f"): start a new run instead")
         cfg = config_from_dict(state["config"])
         for override in overrides:  # e.g. trainer.max_epochs=30 to extend a finished run
             apply_override(cfg, override)
     tc, dc = cfg.trainer, cfg.data
-    if tc.grad_accum < 1:
-        raise ValueError(f"trainer.grad_accum must be at least 1, got {tc.grad_accum}")
+    validate_config(cfg)
     seed_everything(tc.seed)
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -224,6 +231,9 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
 
     train_set = build_dataset(dc.name, dc.train_split, dc.args)
     fitted = {"labels": list(train_set.labels), "input_spec": dict(train_set.input_spec)}
+    if state is not None and fitted["labels"] != list(state["labels"]):
+        raise ValueError(f"{resume} was trained with labels {state['labels'][:10]}... but the data now gives "
+                         f"{fitted['labels'][:10]}...: a resumed run must keep its vocabulary (label ids)")
     val_set = build_dataset(dc.name, dc.val_split, dc.args, fitted=fitted)
     model = create_model(cfg.model.name, num_classes=len(train_set.labels),
                          in_shape=tuple(train_set.input_spec["step_shape"]), encoder=cfg.model.encoder,

@@ -97,7 +97,7 @@ class AudioDataset(Dataset):
         unknown = Counter()
         self.targets = [tokenizer.encode(u.text, unknown) for u in utterances]
         self.unknown_chars = unknown
-        report_unknown(name, unknown, sum(any(c not in tokenizer.index for c in u.text) for u in utterances))
+        report_unknown(name, unknown, [u.id for u in utterances if any(c not in tokenizer.index for c in u.text)])
         self._lengths = None
         self.seed, self.epoch = 0, 0
 
@@ -168,12 +168,13 @@ def fit_pipeline(features: dict | None, defaults: dict, fitted: dict | None, utt
 
 def build_audio_dataset(name: str, split: str, utterances: list[Utterance], features: dict | None,
                         augment: dict | None, tokens, fitted: dict | None, stats_utterances: int,
-                        feature_defaults: dict, load=read_file) -> AudioDataset:
+                        feature_defaults: dict, load=read_file, source: str = "") -> AudioDataset:
     """Tokenizer, pipeline and augmentation for one split; the shared tail of every audio builder.
 
     Without ``fitted`` this is a training split: the vocabulary comes from ``tokens`` or its own
     transcripts, global statistics from its own audio, and it is augmented. With ``fitted`` (validation,
     test, a checkpoint's new data) the model's vocabulary and preprocessing are used and nothing is augmented.
+    ``source`` (the manifest path, say; default ``name/split``) is what an error about the transcripts names.
     """
     if fitted is not None:
         if features and dataclasses.asdict(FeatureConfig.from_dict({**feature_defaults, **features})) != \
@@ -182,7 +183,8 @@ def build_audio_dataset(name: str, split: str, utterances: list[Utterance], feat
                         name, split)
         tokenizer = CharTokenizer(list(fitted["labels"]))
     else:
-        tokenizer = CharTokenizer.from_tokens(tokens) if tokens else CharTokenizer.from_texts(u.text for u in utterances)
+        tokenizer = (CharTokenizer.from_tokens(tokens) if tokens else
+                     CharTokenizer.from_texts((u.text for u in utterances), source or f"{name}/{split}"))
     pipeline = fit_pipeline(features, feature_defaults, fitted, utterances, load, stats_utterances)
     augment_config = None
     if fitted is None:
@@ -211,15 +213,33 @@ def check_noise_files(paths: list) -> None:
 def read_manifest(path: str | Path) -> list[Utterance]:
     """``{"path": ..., "text": ...}`` per line (optional ``"id"``; paths relative to the manifest's folder).
 
-    A line that is not JSON, lacks a key or repeats an id is an error naming the file and line: a manifest
-    is written by hand or by a script, and a silent skip would hide the bug that wrote it. Without an
-    ``"id"``, an utterance is named by its path relative to the manifest, without the suffix.
+    A line that is not UTF-8 or not JSON, lacks a key, holds a value of the wrong type or repeats an id is
+    an error naming the file and line, and so is a manifest with no entries: a manifest is written by hand
+    or by a script, and a silent skip would hide the bug that wrote it. Without an ``"id"``, an utterance is
+    named by its path relative to the manifest, without the suffix.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"manifest {path} does not exist")
+    try:
+        # Path.is_file() would raise a bare PermissionError for a file in a folder we may not search.
+        raw = path.read_bytes()
+    except PermissionError:
+        raise ValueError(f"manifest {path} cannot be read (permission denied): check its permissions or its "
+                         f"folder's") from None
+    except IsADirectoryError:
+        raise ValueError(f"manifest {path} is a directory: point it at a .jsonl file") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise ValueError(f"manifest {path} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"manifest {path} cannot be read ({e.strerror})") from None
     utterances, bad_headers, seen = [], 0, {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # Split the bytes, then decode each line: a bad byte is reported with its line, and U+2028 inside a
+    # JSON string (valid JSON, a line break to str.splitlines) does not cut a line in two.
+    for number, encoded in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        try:
+            line = encoded.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{number}: not UTF-8 text (byte {encoded[e.start]:#04x} at byte {e.start + 1} "
+                             f"of the line): save the manifest as UTF-8") from None
         if not line.strip():
             continue
         try:
@@ -230,10 +250,20 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         if not isinstance(entry, dict) or "path" not in entry or "text" not in entry:
             missing = [k for k in ("path", "text") if not isinstance(entry, dict) or k not in entry]
             raise ValueError(f"{path}:{number}: missing key(s) {missing}; each line needs 'path' and 'text'")
+        if not isinstance(entry["path"], str) or not entry["path"]:
+            raise ValueError(f"{path}:{number}: 'path' must be a string naming the audio file (relative to the "
+                             f"manifest's folder), got {json.dumps(entry['path'])}")
+        if not isinstance(entry["text"], str):
+            raise ValueError(f"{path}:{number}: 'text' must be a string (the transcript in quotes; \"\" if there is "
+                             f"none), got {json.dumps(entry['text'])}")
+        if "id" in entry and (not isinstance(entry["id"], (str, int)) or isinstance(entry["id"], bool)
+                              or entry["id"] == ""):
+            raise ValueError(f"{path}:{number}: 'id' must be a non-empty string or an integer, got "
+                             f"{json.dumps(entry['id'])}; or leave it out to name the utterance by its path")
         audio = Path(entry["path"])
         default_id = str(audio.with_suffix("")) if not audio.is_absolute() else audio.stem
         audio = audio if audio.is_absolute() else path.parent / audio
-        utterance = Utterance(str(entry.get("id", default_id)), str(entry["text"]), str(audio))
+        utterance = Utterance(str(entry.get("id", default_id)), entry["text"], str(audio))
         if utterance.id in seen:
             raise ValueError(f"{path}:{number}: id {utterance.id!r} was already used on line {seen[utterance.id]}; "
                              f"ids must be unique (give the lines distinct 'id's)")
@@ -243,6 +273,9 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         except AudioError as e:
             utterance.error, bad_headers = str(e), bad_headers + 1
         utterances.append(utterance)
+    if not utterances:
+        raise ValueError(f"manifest {path} has no entries: write one JSON object per line, like "
+                         f'{{"path": "clips/a.wav", "text": "hello world"}}')
     if bad_headers:
         log.warning("%s: %d of %d audio files cannot be read; they will be skipped and listed in skipped.tsv",
                     path, bad_headers, len(utterances))
@@ -261,7 +294,7 @@ def audio_manifest(split: str, train: str = "", val: str = "", test: str = "", f
         raise ValueError(f"audio_manifest has no manifest for split {split!r}: set data.args.{split}=path.jsonl "
                          f"or pass a .jsonl path as the split")
     return build_audio_dataset("audio_manifest", split, read_manifest(path), features, augment, tokens, fitted,
-                               stats_utterances, {})
+                               stats_utterances, {}, source=f"manifest {path}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -318,7 +351,8 @@ def librispeech(split: str, root: str = "data/LibriSpeech", train: list = ("trai
                          f"({', '.join(LIBRISPEECH_SUBSETS)}), joined with '+'")
     utterances = [u for subset in subsets for u in read_librispeech(root, subset)]
     return build_audio_dataset("librispeech", split, utterances, features, augment, tokens, fitted,
-                               stats_utterances, {"sample_rate": 16000})
+                               stats_utterances, {"sample_rate": 16000},
+                               source=f"LibriSpeech {'+'.join(subsets)} under {root}")
 
 
 # ---------------------------------------------------------------------------------------------------------

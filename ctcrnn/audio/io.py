@@ -7,6 +7,7 @@ Must never import the core training code; the core never imports this.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 
 import numpy as np
@@ -22,13 +23,25 @@ class AudioError(ValueError):
 
 
 def _check_exists(path: str) -> None:
-    if not os.path.exists(path):
+    # os.stat, not os.path.exists: exists() answers False for a file in a folder we may not search, which
+    # would send the user hunting for a file that is there.
+    try:
+        status = os.stat(path)
+    except PermissionError:
+        raise AudioError(f"audio file {path} cannot be read (permission denied): check its permissions or "
+                         f"its folder's") from None
+    except (FileNotFoundError, NotADirectoryError):
         raise AudioError(f"audio file {path} does not exist: check the path "
-                         f"(relative paths are resolved from {os.getcwd()})")
-    if os.path.isdir(path):
+                         f"(relative paths are resolved from {os.getcwd()})") from None
+    except OSError as err:
+        raise AudioError(f"audio file {path} cannot be read ({err.strerror}): check the path") from None
+    if stat.S_ISDIR(status.st_mode):
         raise AudioError(f"audio path {path} is a directory, not a file: point it at a {_FORMATS} file")
-    if os.path.getsize(path) == 0:
+    if status.st_size == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes): re-create it or drop it from the data")
+    if not os.access(path, os.R_OK):  # else libsndfile's refusal reads as "not a readable audio file"
+        raise AudioError(f"audio file {path} cannot be read (permission denied): check its permissions or "
+                         f"its folder's")
 
 
 def _not_audio(path: str, err: Exception) -> AudioError:

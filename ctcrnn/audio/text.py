@@ -33,11 +33,13 @@ class CharTokenizer:
         self.index = {c: i for i, c in enumerate(self.labels) if i}
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> CharTokenizer:
-        """Every character seen in ``texts``, sorted (so the same text gives the same ids)."""
+    def from_texts(cls, texts: Iterable[str], source: str = "the training data") -> CharTokenizer:
+        """Every character seen in ``texts``, sorted (so the same text gives the same ids); ``source`` (a
+        manifest path, a dataset/split name) is named if there are none."""
         chars = sorted(set().union(*(set(t) for t in texts)))
         if not chars:
-            raise ValueError("cannot build a character vocabulary: every training transcript is empty")
+            raise ValueError(f"cannot build a character vocabulary from {source}: every training transcript is "
+                             f"empty: fill in the transcripts ('text'), or give the characters in data.args.tokens")
         return cls([BLANK_LABEL, *chars])
 
     @classmethod
@@ -65,10 +67,13 @@ class CharTokenizer:
         return ids
 
 
-def report_unknown(where: str, unknown: Counter, utterances: int) -> None:
-    """Say which characters the vocabulary cannot write, and how often: never drop them silently."""
+def report_unknown(where: str, unknown: Counter, ids: list[str]) -> None:
+    """Say which characters the vocabulary cannot write, how often, and in which utterances (``ids``: those
+    holding any; the first few are named): never drop them silently."""
     if unknown:
         listing = ", ".join(f"{c!r}x{n}" for c, n in unknown.most_common(12))
-        log.warning("%s: %d characters in %d transcripts are not in the vocabulary (%s): they are left out of the "
-                    "training targets and count as errors when scoring against the reference text",
-                    where, sum(unknown.values()), utterances, listing)
+        named = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        log.warning("%s: %d characters in %d transcripts are not in the vocabulary (%s), in %s: they are left out "
+                    "of the training targets and count as errors when scoring against the reference text (fix "
+                    "those transcripts, or when training add the characters to data.args.tokens)",
+                    where, sum(unknown.values()), len(ids), listing, named)

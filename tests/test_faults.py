@@ -1,0 +1,100 @@
+"""Runs that get killed: a real training subprocess SIGKILLed at random points and resumed ends with
+weights bitwise equal to an uninterrupted run; a corrupted last checkpoint falls back to the previous
+good one; step checkpoints keep the newest K."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctcrnn.checkpoint import CheckpointError, load_checkpoint
+from ctcrnn.config import load_config
+from ctcrnn.trainer import train
+
+from conftest import tiny_config_overrides
+
+REPO = Path(__file__).parent.parent
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ctcrnn.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+
+
+def last_inode(run_dir: Path) -> int | None:
+    try:
+        return (run_dir / "last.pt").stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def weights(path: Path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+def kill_run_overrides(tmp_path, name):
+    return tiny_config_overrides(tmp_path, **{
+        "trainer.run_name": name, "trainer.max_epochs": 3, "trainer.threads": 1, "data.args.train_size": 64,
+        "trainer.checkpoint_every_steps": 1, "trainer.keep_checkpoints": 2, "trainer.log_every_steps": 1})
+
+
+def test_sigkill_at_random_points_then_resume_is_bitwise_equal(tmp_path):
+    reference = run_cli(["train", "--no-eval", *kill_run_overrides(tmp_path, "whole")])
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()[-2000:]
+
+    run_dir, rng, kills = tmp_path / "killed", random.Random(7), 0
+    args = ["train", "--no-eval", *kill_run_overrides(tmp_path, "killed")]
+    while True:
+        proc = run_cli(args)
+        if kills < 4:
+            # Wait for this life's first checkpoint (last.pt replaced), then kill at a random moment after it.
+            before, deadline = last_inode(run_dir), time.time() + 120
+            while proc.poll() is None and last_inode(run_dir) == before and time.time() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                args = ["train", "--no-eval", "--resume", str(run_dir)]
+                continue
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+        break
+    assert kills >= 2, "the run finished before it could be killed twice: make it longer"
+    whole, resumed = weights(tmp_path / "whole" / "last.pt"), weights(run_dir / "last.pt")
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole), "resumed weights differ from the unbroken run"
+    # The logs were cut back at each resume: one row per epoch and per step, none twice.
+    assert [r.split(",")[0] for r in (run_dir / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2", "3"]
+    steps = [int(r.split(",")[0]) for r in (run_dir / "steps.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, len(steps) + 1)) == list(range(1, 25))
+    assert len(list((run_dir / "checkpoints").glob("step-*.pt"))) == 2  # keep_checkpoints
+
+
+def test_corrupted_last_checkpoint_falls_back_to_the_previous_good_one(tmp_path, caplog):
+    run_dir = train(load_config(None, tiny_config_overrides(
+        tmp_path, **{"trainer.checkpoint_every_steps": 2, "trainer.keep_checkpoints": 3})))
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+    assert [p.name for p in checkpoints] == ["step-00000008.pt", "step-00000010.pt", "step-00000012.pt"]
+    # last.pt is the newest step checkpoint; truncate it (and with it, step-12: they share their bytes).
+    data = (run_dir / "last.pt").read_bytes()
+    (run_dir / "last.pt").unlink()
+    (run_dir / "last.pt").write_bytes(data[: len(data) // 3])
+    checkpoints[-1].unlink()
+    checkpoints[-1].write_bytes(data[: len(data) // 3])
+    with caplog.at_level("WARNING"):
+        train(None, resume=run_dir, overrides=["trainer.max_epochs=2"])
+    assert "falling back to" in caplog.text and "step-00000010.pt" in caplog.text
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["epoch"] == 1 and state["epoch_done"] and state["step"] == 12
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        path.write_bytes(b"broken")
+    (run_dir / "last.pt").write_bytes(b"broken")
+    with pytest.raises(CheckpointError, match="no readable checkpoint to resume from"):
+        train(None, resume=run_dir)
