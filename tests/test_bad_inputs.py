@@ -4,8 +4,7 @@ checkpoint save/load, config loading).
 
 Each case asserts its outcome exactly: either a clear error whose message names the item (file, line, id
 or key) and the fix, or a counted skip listed in ``skipped.tsv`` / ``metrics.jsonl``; never a crash
-mid-epoch, never non-finite weights in a saved checkpoint, never a lost checkpoint. Cases marked
-``xfail(strict=True)`` state the behaviour that *should* happen and does not yet.
+mid-epoch, never non-finite weights in a saved checkpoint, never a lost checkpoint.
 
 Media fixtures are real WAV files (DTMF calls written with soundfile); feature-level faults come from a
 tiny dataset registered here (``bad_inputs_toy``).

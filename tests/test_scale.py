@@ -1,0 +1,122 @@
+"""Training at scale, checked on the CPU: torchrun DDP with 2 Gloo processes equals one process with the
+same global batch; gradient accumulation equals one big batch; bf16 autocast trains; fp16 is refused
+without CUDA; the compiled frontend trains; the step log, TensorBoard events and ``ctcrnn plot``."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config_overrides
+from ctcrnn.checkpoint import load_checkpoint
+from ctcrnn.cli import main
+from ctcrnn.config import load_config
+from ctcrnn.data import build_dataset, collate
+from ctcrnn.registry import create_model
+from ctcrnn.stepping import Stepper
+from ctcrnn.trainer import cosine_with_warmup, train
+
+REPO = Path(__file__).parent.parent
+
+# CRDNN normalises with LayerNorm (per frame), not BatchNorm, so its forward does not depend on how a batch
+# is split across ranks; dropout is off, so no random mask differs between ranks either.
+DDP_RUN = {
+    "data.name": "synthetic_dtmf", "data.args.train_size": 40, "data.args.val_size": 8, "data.args.test_size": 8,
+    "data.args.dtmf.max_groups": 1, "data.args.dtmf.max_keys_per_group": 3, "data.args.features.n_mels": 20,
+    "data.batch_size": 8, "data.eval_batch_size": 8, "data.max_frames": 1600,
+    "model.name": "crdnn", "model.args.channels": "[4, 8]", "model.args.dnn_sizes": "[8]", "model.args.dropout": 0,
+    "model.encoder.hidden_size": 8, "model.encoder.num_layers": 1, "trainer.max_epochs": 2,
+    "trainer.warmup_steps": 2, "trainer.progress": "false", "trainer.threads": 1, "trainer.log_every_steps": 1,
+}
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+
+
+def test_ddp_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+    args = [f"{k}={v}" for k, v in {**DDP_RUN, "trainer.out_dir": str(tmp_path)}.items()]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(REPO / "train.py"), "--no-eval", *args, "trainer.run_name=ddp"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = train(load_config(None, [*args, "trainer.run_name=single"]))
+    ddp_losses, single_losses = step_losses(tmp_path / "ddp"), step_losses(single)
+    assert len(ddp_losses) == len(single_losses) > 4  # length buckets: the same global batches on both
+    assert ddp_losses == pytest.approx(single_losses, rel=1e-4)
+    a, b = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"], load_checkpoint(single / "last.pt")["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # Rank 0 alone wrote the run folder: one metrics row per epoch, validation reduced over both ranks.
+    ddp_rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    single_rows = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val_ter"] for r in ddp_rows] == [r["val_ter"] for r in single_rows]
+    assert [r["val_loss"] for r in ddp_rows] == pytest.approx([r["val_loss"] for r in single_rows], rel=1e-4)
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    dataset = build_dataset("synthetic_actions", "train", {"train_size": 12, "frame_size": 16, "max_frames": 40})
+    torch.manual_seed(0)
+    small = create_model("frame_cnn_rnn", num_classes=len(dataset.labels), in_shape=(3, 16, 16), widths=(4, 8),
+                         feature_dim=16, encoder={"hidden_size": 8})
+    big = create_model(**{"name": small.arch["name"], **small.arch["kwargs"]})
+    big.load_state_dict(small.state_dict())
+    steppers = []
+    for model in (small, big):
+        model.eval()  # BatchNorm's running statistics: the same whatever the batch split (dropout is 0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(1, 10))
+        steppers.append(Stepper(model, optimizer, scheduler, torch.device("cpu"), grad_clip=1.0))
+    items = [dataset[i] for i in range(12)]
+    for part in (items[:3], items[3:5], items[5:]):  # unequal micro-batches, as length buckets give
+        steppers[0].accumulate(collate(part))
+    report = steppers[0].step()
+    steppers[1].accumulate(collate(items))
+    whole = steppers[1].step()
+    assert report.samples == whole.samples == 12 and report.loss == pytest.approx(whole.loss, rel=1e-6)
+    assert report.grad_norm == pytest.approx(whole.grad_norm, rel=1e-5)
+    for p, q in zip(small.parameters(), big.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_grad_accum_in_the_trainer_counts_optimizer_steps(tmp_path):
+    run_dir = train(load_config(None, tiny_config_overrides(tmp_path, **{"trainer.grad_accum": 2,
+                                                                         "data.args.train_size": 40})))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]  # 5 batches per epoch -> 2 steps of 2 batches + 1 of 1
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused(tmp_path):
+    run_dir = train(load_config(None, tiny_config_overrides(tmp_path, **{"trainer.precision": "bf16"})))
+    state = load_checkpoint(run_dir / "last.pt")
+    assert all(v.dtype != torch.bfloat16 and torch.isfinite(v).all() for v in state["model"].values()
+               if v.is_floating_point())  # weights stay float32; only the forward ran in bf16
+    assert all(r["train_loss"] > 0 for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()))
+    with pytest.raises(SystemExit, match="fp16 needs a CUDA device"):
+        main(["train", "--no-eval", *tiny_config_overrides(tmp_path, **{"trainer.precision": "fp16",
+                                                                        "trainer.device": "cpu"})])
+
+
+@pytest.mark.slow
+def test_compiled_frontend_trains_and_saves_plain_keys(tmp_path):
+    run_dir = train(load_config(None, tiny_config_overrides(tmp_path, **{"trainer.compile": "true",
+                                                                         "trainer.max_epochs": 1})))
+    state = load_checkpoint(run_dir / "last.pt")
+    assert not any("_orig_mod" in k for k in state["model"])  # loads into an uncompiled model as it is
+    create_model(state["arch"]["name"], **state["arch"]["kwargs"]).load_state_dict(state["model"])
+
+
+def test_step_log_tensorboard_and_plot(tmp_path, capsys):
+    run_dir = train(load_config(None, tiny_config_overrides(tmp_path, **{"trainer.log_every_steps": 2,
+                                                                         "trainer.tensorboard": "true"})))
+    rows = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
+    assert {"loss", "lr", "grad_norm", "samples", "skipped_samples"} <= set(rows[0])
+    assert (run_dir / "steps.csv").read_text().startswith("step,epoch,loss,")
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    main(["plot", str(run_dir)])
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "curves.png" in capsys.readouterr().out
