@@ -14,6 +14,11 @@ A dataset has ``labels`` (list[str], index 0 = "<blank>") and ``input_spec`` (di
 ``word_delimiter`` when labels are characters that spell words, e.g. " "). It may have ``lengths``
 (list[int], input steps per item, known without loading it) for batching by length.
 
+Optional hooks: ``set_epoch(epoch, seed)`` (the trainer calls it before each epoch's loader, so per-item
+randomness can be seeded by (seed, epoch, index) and stay the same in any worker and after a resume) and
+``write_predictions(results, out_dir)`` (``ctcrnn evaluate`` calls it with its per-clip results: id,
+ref, hyp and, with frame labels, truth/segmentation/alignment frames, to write a dataset's own format).
+
 Builders that take a ``fitted`` argument receive what was fitted on the training split
 (``{"labels": ..., "input_spec": ...}``: a vocabulary, normalisation statistics), so validation, test and
 new data are read exactly as the model was trained.

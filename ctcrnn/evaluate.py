@@ -298,5 +298,7 @@ def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Pa
     if beam is not None:
         summary["beam"]["decoder"] = describe_decoder(decoder)
     write_reports(results, summary, state["labels"], out_dir, cfg.eval.num_plots, state["input_spec"], unreadable)
+    if hasattr(dataset, "write_predictions"):  # a dataset's own output format (e.g. MS-TCN's per-video files)
+        dataset.write_predictions(results, out_dir)
     summary["out_dir"] = str(out_dir)
     return summary

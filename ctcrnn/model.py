@@ -45,10 +45,16 @@ def dnn_block(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
 
 
 class CTCModel(nn.Module):
-    """frontend -> RNN encoder -> [per-frame DNN layers] -> linear head -> log-softmax over V (blank = 0)."""
+    """frontend -> RNN encoder -> [per-frame DNN layers] -> linear head -> log-softmax over V (blank = 0).
+
+    With ``aux_ctc_weight`` > 0 a second linear CTC head reads the frontend's output directly (the
+    auxiliary CTC loss of VAC-style sign-language models, which makes the visual features themselves
+    discriminative); in training mode its log-probs are left in ``aux_output`` for the trainer, which
+    adds ``aux_ctc_weight`` x its CTC loss. The model contract (what ``forward`` returns) is unchanged.
+    """
 
     def __init__(self, frontend: Frontend, encoder: EncoderConfig, num_classes: int,
-                 head_hidden: tuple[int, ...] = (), head_dropout: float = 0.0):
+                 head_hidden: tuple[int, ...] = (), head_dropout: float = 0.0, aux_ctc_weight: float = 0.0):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"a CTC model needs blank plus at least one label, got num_classes={num_classes}")
@@ -58,10 +64,15 @@ class CTCModel(nn.Module):
         self.dnn = nn.Sequential(*(dnn_block(a, b, head_dropout) for a, b in zip(dims, dims[1:])))
         self.head = nn.Linear(dims[-1], num_classes)
         self.num_classes = num_classes
+        self.aux_ctc_weight = aux_ctc_weight
+        self.aux_head = nn.Linear(frontend.out_dim, num_classes) if aux_ctc_weight > 0 else None
+        self.aux_output: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out_lengths = self.frontend.output_lengths(lengths)
         features = self.frontend(x, lengths)
+        if self.aux_head is not None and self.training:
+            self.aux_output = (self.aux_head(features).float().log_softmax(dim=-1), out_lengths)
         hidden = self.dnn(self.encoder(features, out_lengths))
         # CTC wants float32 log-probs even under mixed precision.
         return self.head(hidden).float().log_softmax(dim=-1), out_lengths

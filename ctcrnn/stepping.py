@@ -79,8 +79,21 @@ class Stepper:
                 self.finite &= bool(torch.isfinite(result.loss))
                 self.loss_sum += float(total.detach()) if self.finite else math.nan
                 self.samples += result.kept
+                total = total + self.auxiliary_loss(batch)
             (self.scaler.scale(total) if self.scaler is not None else total).backward()
         return result
+
+    def auxiliary_loss(self, batch: dict) -> torch.Tensor | float:
+        """weight x summed CTC loss of the model's auxiliary head (see CTCModel), or 0 without one."""
+        module = getattr(self.model, "module", self.model)  # under DDP, the wrapped model
+        aux, module.aux_output = getattr(module, "aux_output", None), None
+        if aux is None:
+            return 0.0
+        result = ctc_loss(*aux, batch["targets"], batch["ids"])
+        if result.loss is None:
+            return 0.0
+        self.finite &= bool(torch.isfinite(result.loss))
+        return module.aux_ctc_weight * result.loss * result.kept
 
     def step(self) -> StepReport:
         """Divide the accumulated gradients by the samples behind them, clip, and update the weights unless
