@@ -178,3 +178,154 @@ class FrameCNN(Frontend):
             # Padding frames are zero, exactly what the conv's own zero padding would give a clip alone.
             out = torch.relu(self.temporal(out.transpose(1, 2))).transpose(1, 2)
         return out
+
+
+def zero_padded_frames(x: torch.Tensor, lengths: torch.Tensor, time_dim: int) -> torch.Tensor:
+    """``x`` with the frames at or past each clip's length along ``time_dim`` set to zero. (The audio
+    frontends have the same helper; modalities do not import each other.)"""
+    valid = torch.arange(x.shape[time_dim], device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)
+    shape[time_dim] = x.shape[time_dim]
+    return x * valid.reshape(shape).to(x.dtype)
+
+
+class LipNet3D(Frontend):
+    """LipNet's spatio-temporal CNN (Assael et al. 2016): (B, T, C, H, W) -> (B, T, 96 * H' * W').
+
+    Three blocks of Conv3d -> ReLU -> Dropout3d -> MaxPool3d (1, 2, 2), as in the paper's table and
+    its PyTorch reproduction (VIPL's LipNet-PyTorch): 32, 64 and 96 channels, kernels (3, 5, 5),
+    (3, 5, 5), (3, 3, 3) over (time, height, width), paddings (1, 2, 2), (1, 2, 2), (1, 1, 1); only
+    the first conv has stride (1, 2, 2), the other two stride 1. Time is never subsampled (stride 1).
+    A 50 x 100 (H x W) mouth crop gives 25 x 50 -> 12 x 25 -> 12 x 25 -> 6 x 12 -> 6 x 12 -> 3 x 6,
+    so 96 x 3 x 6 = 1728 features per frame (flattened channel-major). Spatial dropout drops whole
+    channels of a clip. The temporal kernel of 3 would read the frame after a clip's last one, so
+    padded frames are zeroed before every conv: a clip's output is the same alone or batched.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int] = (3, 50, 100), channels: tuple[int, int, int] = (32, 64, 96),
+                 dropout: float = 0.5):
+        super().__init__()
+        in_channels, height, width = in_shape
+        kernels, strides, paddings = ((3, 5, 5), (3, 5, 5), (3, 3, 3)), ((1, 2, 2), (1, 1, 1), (1, 1, 1)), \
+            ((1, 2, 2), (1, 2, 2), (1, 1, 1))
+        self.blocks = nn.ModuleList()
+        for width_out, kernel, stride, padding in zip(channels, kernels, strides, paddings):
+            self.blocks.append(nn.Sequential(nn.Conv3d(in_channels, width_out, kernel, stride, padding),
+                                             nn.ReLU(inplace=True), nn.Dropout3d(dropout),
+                                             nn.MaxPool3d((1, 2, 2), (1, 2, 2))))
+            in_channels = width_out
+            height = ((height + 2 * padding[1] - kernel[1]) // stride[1] + 1) // 2
+            width = ((width + 2 * padding[2] - kernel[2]) // stride[2] + 1) // 2
+        if height < 1 or width < 1:
+            raise ValueError(f"LipNet3D: frames of {in_shape[1]} x {in_shape[2]} pixels shrink to nothing after "
+                             f"three (1, 2, 2) poolings: use mouth crops of at least 16 x 16 (LipNet: 50 x 100)")
+        self.feature_shape = (in_channels, height, width)
+        self.out_dim = in_channels * height * width
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lengths = lengths.to(x.device)
+        x = x.transpose(1, 2)                                                  # (B, C, T, H, W)
+        for block in self.blocks:
+            # Zeroed padding is what the conv's own zero padding shows a clip that is alone.
+            x = block(zero_padded_frames(x, lengths, time_dim=2))
+        x = zero_padded_frames(x, lengths, time_dim=2)
+        b, c, t, h, w = x.shape
+        return x.permute(0, 2, 1, 3, 4).reshape(b, t, c * h * w)              # feature index = (c * H' + h) * W' + w
+
+
+class CSLRFrontend(Frontend):
+    """The visual module of VAC-family sign-language recognisers (Min et al. 2021, "Visual Alignment
+    Constraint for Continuous Sign Language Recognition"; CorrNet keeps it): a 2-D CNN on every frame,
+    then VAC's ``TemporalConv`` with ``conv_type=2``: K5-P2-K5-P2, i.e. 2 x (Conv1d kernel 5, no
+    padding -> BatchNorm1d -> ReLU -> MaxPool1d 2), ``hidden`` channels. (B, T, C, H, W) -> (B, T', hidden).
+
+    Lengths. The conv stack alone maps T to ((T - 4) // 2 - 4) // 2 frames (VAC's ``update_lgt``).
+    VAC's collate function first pads every clip of n frames by replicating its first frame 6 times and
+    its last frame up to 4 * ceil(n / 4) + 12 frames, so a clip yields exactly ceil(n / 4) outputs and
+    clips of 1-11 frames still yield some. ``edge_padding=True`` (default) does that padding here, on the
+    per-frame features (the CNN sees each frame once; replicated frames have identical features), so
+    T' = ceil(T / 4); ``edge_padding=False`` gives the bare formula, clamped at 0 (such clips are then
+    skipped by the CTC feasibility check; a batch of only such clips yields one all-padding frame).
+
+    Padding and BatchNorm. The CNN runs on real frames only (as :class:`FrameCNN`), so its BatchNorm
+    batch statistics never see padding. The temporal convs have no padding, so a valid output frame
+    reads valid input frames only; frames past each clip's length are zeroed after every layer, but in
+    training BatchNorm1d's batch statistics still include those zeros of the shorter clips (VAC's include
+    replicated last frames instead). In eval mode BatchNorm uses running statistics and a clip's output
+    is the same alone or batched. ``freeze_trunk`` also keeps the trunk's BatchNorm in eval mode.
+    """
+
+    edge_left, edge_total = 6, 12   # VAC's collate: 6 replicated frames before, the rest after
+
+    def __init__(self, in_shape: tuple[int, int, int] = (3, 224, 224), trunk: str = "resnet18",
+                 widths: tuple[int, ...] = (16, 32, 64), weights_path: str | None = None,
+                 freeze_trunk: bool = False, hidden: int = 1024, edge_padding: bool = True):
+        super().__init__()
+        if trunk == "small":
+            # CPU-sized stand-in for tests and toy data: not from VAC.
+            self.trunk, width = small_cnn(in_shape[0], tuple(widths), grid=1, pool="avgmax")
+        elif trunk == "resnet18":
+            self.trunk, width = resnet18_trunk(in_shape[0], weights_path)
+        else:
+            raise ValueError(f"unknown trunk {trunk!r}: use 'resnet18' (VAC) or 'small'")
+        if freeze_trunk:
+            self.trunk.requires_grad_(False)
+        self.freeze_trunk, self.edge_padding = freeze_trunk, edge_padding
+        self.trunk_dim = width
+        self.temporal = nn.ModuleList()
+        for layer in range(2):
+            self.temporal.append(nn.Sequential(nn.Conv1d(width if layer == 0 else hidden, hidden, 5),
+                                               nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)))
+        self.pool = nn.MaxPool1d(2)
+        self.stride = 4
+        self.out_dim = hidden
+
+    @staticmethod
+    def conv_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        """VAC's K5-P2-K5-P2 without padding: ((T - 4) // 2 - 4) // 2, as the layers compute it."""
+        for _ in range(2):
+            lengths = torch.div(lengths - 4, 2, rounding_mode="floor")
+        return lengths
+
+    def padded_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Clip lengths after VAC's edge padding: 4 * ceil(T / 4) + 12."""
+        return 4 * torch.div(lengths + 3, 4, rounding_mode="floor") + self.edge_total
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        if self.edge_padding:
+            lengths = self.padded_lengths(lengths)
+        return self.conv_lengths(lengths).clamp(min=0)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_trunk:
+            self.trunk.eval()
+        return self
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lengths = lengths.to(x.device)
+        batch, steps = x.shape[:2]
+        valid = torch.arange(steps, device=x.device)[None, :] < lengths[:, None]                # (B, T)
+        features = self.trunk(x[valid])                                                          # (N_valid, D)
+        frames = features.new_zeros(batch, steps, self.trunk_dim)
+        frames[valid] = features
+        if self.edge_padding:
+            # Frame p of the padded clip is frame p - 6 of the clip, clamped to its first and last frames.
+            padded = self.padded_lengths(lengths)
+            index = torch.arange(int(padded.max()), device=x.device)[None, :] - self.edge_left
+            index = torch.minimum(index.clamp(min=0), (lengths[:, None] - 1).clamp(min=0))   # (B, T_padded)
+            frames = frames.gather(1, index[..., None].expand(-1, -1, self.trunk_dim))
+            lengths = padded
+        # At least 16 frames so the kernels fit (16 -> 12 -> 6 -> 2 -> 1): a batch of clips too short for
+        # any output then yields one frame with length 0 instead of a crash mid-epoch.
+        if frames.shape[1] < 16:
+            frames = nn.functional.pad(frames, (0, 0, 0, 16 - frames.shape[1]))
+        out = zero_padded_frames(frames.transpose(1, 2), lengths, time_dim=2)                   # (B, D, T)
+        for layer in self.temporal:
+            lengths = lengths - 4
+            for module in layer:
+                out = zero_padded_frames(module(out), lengths, time_dim=2)
+            lengths = torch.div(lengths, 2, rounding_mode="floor")
+            out = zero_padded_frames(self.pool(out), lengths, time_dim=2)
+        # Batch time past the longest clip (when x was padded beyond it) carries no frames.
+        return out[:, :, : max(int(lengths.max()), 1)].transpose(1, 2)
