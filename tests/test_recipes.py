@@ -37,6 +37,10 @@ def test_recipe_builds_and_takes_a_step(path, tmp_path):
     if cfg.data.name == "librispeech":
         librispeech_fixture(tmp_path)
         overrides.append(f"data.args.root={tmp_path}")
+    if cfg.data.name == "breakfast":
+        from features_fixtures import write_breakfast
+        write_breakfast(tmp_path)
+        overrides.append(f"data.args.root={tmp_path}")
     cfg = load_config(path, overrides)
     dataset = build_dataset(cfg.data.name, cfg.data.train_split, cfg.data.args)
     model = create_model(cfg.model.name, num_classes=len(dataset.labels), in_shape=tuple(dataset.input_spec["step_shape"]),

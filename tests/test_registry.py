@@ -22,6 +22,13 @@ SMOKE_INPUTS = {
     "crdnn": ((16,), 12, [{"channels": (3, 4), "dnn_sizes": (8, 8)},
                           {"channels": (2,), "time_pooling": 3, "kernel_size": 5, "dnn_sizes": ()},
                           {"channels": (2, 3), "time_pooling": 1, "freq_pooling": 4, "dnn_sizes": (5,)}]),
+    "weak_action_bigru": ((16,), 12, [{"proj_dim": 8}, {"proj_dim": 6, "kernel": 3, "stride": 2}, {"proj_dim": 5, "kernel": 5, "stride": 3}]),
+    "lipnet": ((1, 16, 24), 7, [{}, {"dropout": 0.0}]),
+    # The default aux_ctc_weight=1 adds an auxiliary CTC head (its loss through Stepper is checked in
+    # tests/test_video_frontends.py); the second variant has none.
+    "cslr_resnet18_bilstm": ((3, 16, 16), 9, [{"trunk": "small", "hidden": 8},
+                                              {"trunk": "small", "hidden": 6, "freeze_trunk": True,
+                                               "aux_ctc_weight": 0.0}]),
 }
 CASES = [(name, i) for name in list_models() for i in range(len(SMOKE_INPUTS.get(name, (0, 0, [{}]))[2]))]
 
@@ -72,7 +79,8 @@ def test_entry_forward_backward_and_rebuild(name, variant, cell):
     assert log_probs.shape[:2] == (3, int(out_lengths.max())) and log_probs.shape[2] == 6
     assert torch.equal(out_lengths, model.frontend.output_lengths(lengths))
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(()), atol=1e-5)
-    log_probs.sum().backward()
+    aux = model.aux_output[0].sum() if model.aux_output is not None else 0.0  # an auxiliary CTC head, if any
+    (log_probs.sum() + aux).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     rebuilt = create_model(model.arch["name"], **model.arch["kwargs"])
     rebuilt.load_state_dict(model.state_dict())
