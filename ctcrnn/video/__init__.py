@@ -1,10 +1,22 @@
-"""Video modality: per-frame CNN frontends, video datasets and their registrations.
+"""Video modality: reading videos, augmentation, per-frame CNN frontends, video datasets and their registrations.
 
-Importing this package registers its datasets and models; the core never imports it.
+Importing this package registers its datasets (``synthetic_actions``, ``video_manifest``, ``grid``,
+``phoenix2014``) and its file reader (for ``ctcrnn transcribe`` / ``align``); the core never imports it.
 """
-from ..registry import register_dataset
+from pathlib import Path
+
+import torch
+
+from ..registry import register_dataset, register_reader
+from . import datasets
+from .datasets import VideoDataset, normalise_glosses
 from .frontends import FrameCNN
+from .io import FrameCache, VideoConfig, VideoError, read_video, read_video_for_spec, video_info
 from .synthetic import ACTIONS, SyntheticActions
+
+video_manifest = register_dataset(datasets.video_manifest)
+grid = register_dataset(datasets.grid)
+phoenix2014 = register_dataset(datasets.phoenix2014)
 
 
 @register_dataset
@@ -19,4 +31,27 @@ def synthetic_actions(split: str, train_size: int = 2000, val_size: int = 200, t
                             max_frames=max_frames, noise=noise, seed=seed)
 
 
-__all__ = ["ACTIONS", "FrameCNN", "SyntheticActions", "synthetic_actions"]
+@register_reader("video")
+def read_frames(path: str | Path, input_spec: dict) -> torch.Tensor:
+    """One video file or frame folder as a checkpoint's model input (T, C, H, W), read as in training."""
+    return read_video_for_spec(path, input_spec)
+
+
+__all__ = [
+    "ACTIONS",
+    "FrameCNN",
+    "FrameCache",
+    "SyntheticActions",
+    "VideoConfig",
+    "VideoDataset",
+    "VideoError",
+    "grid",
+    "normalise_glosses",
+    "phoenix2014",
+    "read_frames",
+    "read_video",
+    "read_video_for_spec",
+    "synthetic_actions",
+    "video_info",
+    "video_manifest",
+]

@@ -1,0 +1,255 @@
+"""Video datasets on fixtures in their real on-disk formats (tests/video_fixtures.py): manifests, GRID and
+PHOENIX-2014/-T parsing, splits, vocabularies and gloss normalisation, frame decoding, the frame cache,
+skipped broken files, training-only augmentation, and a tiny train + evaluate run per dataset type."""
+import json
+
+import pytest
+import torch
+from video_fixtures import (
+    PHOENIX_2014,
+    PHOENIX_2014T,
+    align_text,
+    write_grid,
+    write_phoenix2014,
+    write_phoenix2014t,
+    write_video_manifest,
+)
+
+import ctcrnn  # noqa: F401  (registries)
+from ctcrnn.config import load_config
+from ctcrnn.data import BLANK_LABEL, build_dataset, collate
+from ctcrnn.evaluate import evaluate
+from ctcrnn.registry import READERS
+from ctcrnn.trainer import train
+from ctcrnn.video.datasets import GRID_LABELS, UNKNOWN_TOKEN, normalise_glosses, read_align
+
+
+def fitted_of(dataset) -> dict:
+    return {"labels": list(dataset.labels), "input_spec": dict(dataset.input_spec)}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_video_manifest(tmp_path_factory.mktemp("manifest"))
+
+
+@pytest.fixture(scope="module")
+def grid_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("GRID")
+    return root, write_grid(root)
+
+
+@pytest.fixture(scope="module")
+def phoenix_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phoenix")
+    return root, write_phoenix2014(root), write_phoenix2014t(root)
+
+
+# ------------------------------------------------------------------------------------------- manifests
+
+def test_manifest_labels_vocabulary_spec_decoding_and_broken_file(manifest, tmp_path):
+    args = {"train": str(manifest["train"]), "val": str(manifest["val"])}
+    train_set = build_dataset("video_manifest", "train", args)
+    assert train_set.labels == [BLANK_LABEL, *manifest["labels"], UNKNOWN_TOKEN]
+    spec = train_set.input_spec
+    assert spec["modality"] == "video" and spec["step_shape"] == [3, 32, 48] and "word_delimiter" not in spec
+    assert spec["fps"] == 25 and spec["source_fps"] == 25 and spec["video"]["size"] == []
+    items = {train_set.clips[i].id: train_set[i] for i in range(len(train_set))}
+    assert set(items) == {"clips/pour", "clips/stir", "clips/open", "clips/wipe", "wave", "clips/broken"}
+    assert items["clips/pour"]["input"].shape == (manifest["frames"], 3, 32, 48)
+    assert [train_set.labels[i] for i in items["clips/stir"]["target"]] == ["pour", "stir", "close"]
+    # A frame folder (frame1 ... frame24, unpadded) is read in natural order, losslessly.
+    wave = torch.from_numpy(manifest["wave"]).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(items["wave"]["input"], wave)
+    assert "error" in items["clips/broken"] and "broken.mp4" in items["clips/broken"]["error"]
+    batch = collate(list(items.values()), tuple(spec["step_shape"]))
+    assert len(batch["ids"]) == 5 and [s[0] for s in batch["skipped"]] == ["clips/broken"]
+    assert train_set.lengths[:4] == [manifest["frames"]] * 4 and train_set.lengths[5] == 1
+    val_set = build_dataset("video_manifest", "val", args, fitted=fitted_of(train_set))
+    assert val_set.labels == train_set.labels and val_set.augment is None and len(val_set) == 3
+    # The registered reader (ctcrnn transcribe/align) reads a file exactly as the dataset does.
+    assert torch.equal(READERS.get("video")(train_set.clips[0].path, spec), train_set[0]["input"])
+
+
+def test_manifest_text_targets_are_characters_with_a_word_delimiter(manifest):
+    dataset = build_dataset("video_manifest", "train", {"train": str(manifest["text"]), "target": "text",
+                                                       "video": {"size": [16, 24], "grayscale": True}})
+    assert dataset.input_spec["word_delimiter"] == " " and dataset.input_spec["step_shape"] == [1, 16, 24]
+    texts = ["open pour", "pour stir", "open close", "stir open", "wave close", "open"]
+    assert dataset.labels == [BLANK_LABEL, *sorted(set().union(*texts))]
+    item = dataset[0]
+    assert item["text"] == "open pour" and "".join(dataset.labels[i] for i in item["target"]) == "open pour"
+    assert item["input"].shape == (24, 1, 16, 24)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"path": "a.mp4"}', "needs 'path' and 'labels'"),
+    ('{"path": "a.mp4", "labels": "open pour"}', "must be a list of label names"),
+    ('not json', "not a JSON object"),
+])
+def test_manifest_errors_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"path": "ok.mp4", "labels": ["a"]}\n\n' + line + "\n")
+    with pytest.raises(ValueError, match=f"m.jsonl:3: .*{message}"):
+        build_dataset("video_manifest", "train", {"train": str(path)})
+
+
+def test_frame_cache_second_read_does_not_decode(manifest, tmp_path):
+    dataset = build_dataset("video_manifest", "train", {"train": str(manifest["train"]), "cache": str(tmp_path / "c"),
+                                                       "video": {"size": [16, 24]}})
+    first = [dataset[i] for i in range(len(dataset))]
+    decodes = dataset.cache.decodes
+    assert decodes == 5  # the broken clip fails before anything is cached
+    second = [dataset[i] for i in range(len(dataset))]
+    assert dataset.cache.decodes == decodes and dataset.cache.hits == 5
+    assert all(torch.equal(a["input"], b["input"]) for a, b in zip(first, second) if "input" in a)
+
+
+def test_augmentation_is_seeded_per_epoch_and_for_the_training_split_only(manifest):
+    args = {"train": str(manifest["train"]), "val": str(manifest["val"]), "video": {"size": [20, 28], "crop": [16, 24]},
+            "augment": {"random_crop": [16, 24], "flip": True, "temporal_rescale": 0.2, "colour_jitter": 0.2}}
+    train_set = build_dataset("video_manifest", "train", args)
+    train_set.set_epoch(0, 7)
+    a, b = train_set[0]["input"], train_set[0]["input"]
+    assert torch.equal(a, b) and a.shape[1:] == (3, 16, 24)
+    train_set.set_epoch(1, 7)
+    assert not torch.equal(a, train_set[0]["input"]) or a.shape != train_set[0]["input"].shape
+    assert max(train_set.lengths[:4]) == round(manifest["frames"] * 1.2)
+    val_set = build_dataset("video_manifest", "val", args, fitted=fitted_of(train_set))
+    assert val_set.augment is None and val_set[0]["input"].shape == (manifest["frames"], 3, 16, 24)
+    with pytest.raises(ValueError, match="needs video.crop set to the same"):
+        build_dataset("video_manifest", "train", {**args, "video": {"size": [20, 28]}})
+
+
+# ------------------------------------------------------------------------------------------- GRID
+
+def test_grid_align_files_parse_in_frames_without_silences(tmp_path):
+    path = tmp_path / "x.align"
+    path.write_text(align_text(["bin", "blue", "at", "f", "two", "now"], 75))
+    words = read_align(path)
+    assert [w for w, _, _ in words] == ["bin", "blue", "at", "f", "two", "now"]
+    assert words[0][1] == 1.0 and words[-1][2] == 74.0
+    path.write_text("0 1000 sil\n1000 bin\n")
+    with pytest.raises(ValueError, match="x.align:2: expected 'start end word'"):
+        read_align(path)
+
+
+def test_grid_overlapped_split_is_seeded_per_speaker_and_reads_both_layouts(grid_root):
+    root, expected = grid_root
+    args = {"root": str(root), "test_per_speaker": 1, "val_per_speaker": 1, "video": {"size": [24, 32]}}
+    splits = {s: build_dataset("grid", s, args) for s in ("train", "val", "test")}
+    ids = {s: [c.id for c in d.clips] for s, d in splits.items()}
+    assert [i.split("/")[0] for i in ids["test"]] == ["s1", "s2", "s3"] and len(ids["val"]) == 3
+    assert not set(ids["train"]) & set(ids["test"]) and not set(ids["train"]) & set(ids["val"])
+    assert sorted(i for group in ids.values() for i in group) == sorted([*expected["sentences"], expected["broken"]])  # lost.align: no video
+    assert ids == {s: [c.id for c in build_dataset("grid", s, args).clips] for s in ids}  # deterministic
+    dataset = splits["train"]
+    assert dataset.labels == GRID_LABELS and len(dataset.labels) == 28 and dataset.input_spec["word_delimiter"] == " "
+    for i, clip in enumerate(dataset.clips):
+        item = dataset[i]
+        if clip.id == expected["broken"]:
+            assert "error" in item and "bbbz9x.mpg" in item["error"]
+            continue
+        assert item["text"] == expected["sentences"][clip.id]
+        assert item["input"].shape == (48, 3, 24, 32)  # .mpg (speakers 1, 2) and frame folders (speaker 3)
+        assert "".join(dataset.labels[t] for t in item["target"]) == item["text"]
+
+
+def test_grid_unseen_split_holds_out_whole_speakers(grid_root):
+    root, _ = grid_root
+    default_test = build_dataset("grid", "test", {"root": str(root), "setting": "unseen"})
+    assert {c.speaker for c in default_test.clips} == {"s1", "s2"}  # LipNet's 1, 2, 20, 22 (20, 22 absent here)
+    args = {"root": str(root), "setting": "unseen", "speakers": {"test": ["s3"], "val": [2]}}
+    assert {c.speaker for c in build_dataset("grid", "train", args).clips} == {"s1"}
+    assert {c.speaker for c in build_dataset("grid", "val", args).clips} == {"s2"}
+    with pytest.raises(ValueError, match="the val split is empty"):
+        build_dataset("grid", "val", {"root": str(root), "setting": "unseen"})
+    with pytest.raises(ValueError, match="in two splits"):
+        build_dataset("grid", "train", {**args, "speakers": {"train": [1, 3], "test": [3]}})
+
+
+# ------------------------------------------------------------------------------------------- PHOENIX
+
+def test_gloss_normalisation_follows_the_official_evaluation():
+    for variant, table in (("2014", PHOENIX_2014), ("2014T", PHOENIX_2014T)):
+        for raw, normalised in (row for rows in table.values() for row in rows):
+            assert normalise_glosses(raw, variant) == normalised.split(), (variant, raw)
+    assert normalise_glosses("__ON__ IX A B __PU__", "2014") == ["__ON__", "IX", "A+B"]
+    assert normalise_glosses("__ON__ IX __OFF__", "2014T") == ["IX"]
+
+
+@pytest.mark.parametrize("variant", ["2014", "2014T"])
+def test_phoenix_corpus_vocabulary_frames_and_missing_folders(phoenix_root, variant):
+    root, expected_2014, expected_2014t = phoenix_root
+    expected = expected_2014 if variant == "2014" else expected_2014t
+    train_set = build_dataset("phoenix2014", "train", {"root": str(root), "variant": variant})
+    glosses = sorted({g for e in expected.values() if e["split"] == "train" for g in e["glosses"]})
+    assert train_set.labels == [BLANK_LABEL, *glosses, UNKNOWN_TOKEN]
+    assert train_set.input_spec["step_shape"] == [3, 32, 26] and train_set.input_spec["fps"] == 25
+    for i, clip in enumerate(train_set.clips):
+        item = train_set[i]
+        assert [train_set.labels[t] for t in item["target"]] == expected[clip.id]["glosses"]
+        assert item["input"].shape[0] == expected[clip.id]["frames"] == train_set.lengths[i]
+    dev = build_dataset("phoenix2014", "val", {"root": str(root), "variant": variant}, fitted=fitted_of(train_set))
+    nebel = next(i for i, c in enumerate(dev.clips) if "NEBEL" in c.units)
+    assert train_set.labels[dev[nebel]["target"][-1]] == UNKNOWN_TOKEN and dev.unknown["NEBEL"] == 1
+    train_glosses = set(train_set.labels)
+    assert dev.unknown == {g: 1 for e in expected.values() if e["split"] == "dev" for g in e["glosses"]
+                           if g not in train_glosses}
+    test = build_dataset("phoenix2014", "test", {"root": str(root), "variant": variant}, fitted=fitted_of(train_set))
+    missing = [c.id for i, c in enumerate(test.clips) if "error" in test[i]]
+    assert missing == [k for k, e in expected.items() if e.get("missing")]
+
+
+def test_phoenix_csv_errors_name_file_and_line(tmp_path):
+    write_phoenix2014(tmp_path, frames=2)
+    csv = tmp_path / "phoenix-2014-multisigner" / "annotations" / "manual" / "train.corpus.csv"
+    csv.write_text(csv.read_text() + "broken|line\n")
+    with pytest.raises(ValueError, match="train.corpus.csv:6: expected 4 '\\|'-separated fields"):
+        build_dataset("phoenix2014", "train", {"root": str(tmp_path)})
+
+
+# ------------------------------------------------------------------------------------------- tiny runs
+
+TINY = {
+    "model.name": "frame_cnn_rnn", "model.args.widths": "[4, 8]", "model.args.feature_dim": 16,
+    "model.args.temporal_stride": 1, "model.args.temporal_kernel": 3, "model.encoder.hidden_size": 16,
+    "model.encoder.num_layers": 1, "data.batch_size": 4, "data.eval_batch_size": 4, "data.num_workers": 0,
+    "trainer.max_epochs": 1, "trainer.warmup_steps": 1, "trainer.progress": "false", "trainer.threads": 1,
+}
+
+
+def tiny_run(tmp_path, name: str, data_args: str, **extra) -> dict:
+    overrides = {**TINY, "data.name": name, "data.args": data_args, "trainer.out_dir": str(tmp_path),
+                 "trainer.run_name": name, **extra}
+    run_dir = train(load_config(None, [f"{k}={v}" for k, v in overrides.items()]))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["train_loss"] == rows[0]["train_loss"]  # finite
+    summary = evaluate(run_dir / "last.pt", out_dir=tmp_path / "eval")
+    assert (tmp_path / "eval" / "hypotheses.tsv").exists()
+    return {"rows": rows, "summary": summary, "run_dir": run_dir}
+
+
+def test_tiny_manifest_run_trains_evaluates_and_counts_the_broken_clip(manifest, tmp_path):
+    args = f"{{train: {manifest['train']}, val: {manifest['val']}, test: {manifest['val']}, video: {{size: [16, 16]}}}}"
+    run = tiny_run(tmp_path, "video_manifest", args)
+    assert run["rows"][0]["skipped_samples"] == 1
+    assert run["summary"]["clips"] == 3 and "ter" in run["summary"]
+
+
+def test_tiny_grid_run_scores_wer_and_cer(grid_root, tmp_path):
+    root, _ = grid_root
+    args = f"{{root: {root}, test_per_speaker: 1, video: {{size: [16, 16], grayscale: true}}}}"
+    run = tiny_run(tmp_path, "grid", args, **{"data.val_split": "test"})
+    assert {"wer", "cer"} <= set(run["summary"]) and run["summary"]["clips"] == 3
+
+
+def test_tiny_phoenix_run_writes_stm_and_ctm(phoenix_root, tmp_path):
+    root, expected, _ = phoenix_root
+    args = f"{{root: {root}, augment: {{flip: true, temporal_rescale: 0.2}}, video: {{size: [16, 16]}}}}"
+    run = tiny_run(tmp_path, "phoenix2014", args)
+    assert run["summary"]["clips"] == 1 and run["summary"]["unreadable"] == 1  # one test folder is missing
+    stm = (tmp_path / "eval" / "reference.stm").read_text().splitlines()
+    name = next(k for k, e in expected.items() if e["split"] == "test" and not e["missing"])
+    assert stm == [f"{name} 1 {expected[name]['signer']} 0.0 1.79769e+308 {' '.join(expected[name]['glosses'])}"]
+    assert (tmp_path / "eval" / "hypothesis.ctm").exists()
