@@ -303,6 +303,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
         progress = progress or {"loss_sum": 0.0, "samples": 0, "frames": 0, "skipped": [], "bad_steps": 0,
                                 "seconds": 0.0}
         started, done_before, interval = time.time() - progress["seconds"], progress["samples"], []
+        interval_start = time.time()
         last_position = position + len(loader)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.max_epochs}", disable=not (tc.progress and context.is_main),
                    leave=False, dynamic_ncols=True, initial=position, total=position + len(loader))
@@ -337,11 +338,11 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
             rate = (progress["samples"] - done_before) / max(time.time() - started, 1e-9)
             bar.set_postfix(loss=f"{report.loss:.3f}", clips_s=f"{rate:.1f}")
             if context.is_main and tc.log_every_steps and step % tc.log_every_steps == 0:
-                row = step_row(step, epoch, interval, optimizer, len(progress["skipped"]))
+                row = step_row(step, epoch, interval, optimizer, len(progress["skipped"]), time.time() - interval_start)
                 steps_log.write(row)
                 if tensorboard:
                     tensorboard.write("train", row, step)
-                interval = []
+                interval, interval_start = [], time.time()
             if checkpointer.due(step) and context.is_main:
                 checkpointer.save(snapshot(epoch, False, position, progress))
         train_time = time.time() - started
@@ -372,11 +373,12 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
     return run_dir
 
 
-def step_row(step: int, epoch: int, reports: list, optimizer, skipped: int) -> dict:
-    """One line of steps.jsonl: means over the optimizer steps since the previous line."""
+def step_row(step: int, epoch: int, reports: list, optimizer, skipped: int, seconds: float) -> dict:
+    """One line of steps.jsonl: means over the optimizer steps since the previous line, which took ``seconds``."""
     samples = sum(r.samples for r in reports)
     return {"step": step, "epoch": epoch + 1,
             "loss": round(sum(r.loss * r.samples for r in reports) / max(samples, 1), 6),
             "grad_norm": round(sum(r.grad_norm for r in reports) / max(len(reports), 1), 4),
-            "lr": optimizer.param_groups[0]["lr"], "samples": samples, "skipped_samples": skipped,
+            "lr": optimizer.param_groups[0]["lr"], "samples": samples,
+            "clips_per_s": round(samples / max(seconds, 1e-9), 2), "skipped_samples": skipped,
             "time": round(time.time(), 3)}

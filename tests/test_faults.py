@@ -98,3 +98,34 @@ def test_corrupted_last_checkpoint_falls_back_to_the_previous_good_one(tmp_path,
     (run_dir / "last.pt").write_bytes(b"broken")
     with pytest.raises(CheckpointError, match="no readable checkpoint to resume from"):
         train(None, resume=run_dir)
+
+
+def test_non_finite_steps_leave_the_weights_alone_and_stop_the_run_when_they_persist(tmp_path, monkeypatch, caplog):
+    import ctcrnn.stepping as stepping
+
+    real_loss, calls = stepping.ctc_loss, {"n": 0}
+
+    def poisoned(log_probs, *args, **kwargs):  # from the 3rd batch on, every loss is NaN
+        calls["n"] += 1
+        return real_loss(log_probs * (float("nan") if calls["n"] > 2 else 1.0), *args, **kwargs)
+
+    monkeypatch.setattr(stepping, "ctc_loss", poisoned)
+    overrides = tiny_config_overrides(tmp_path, **{"trainer.max_bad_steps": 3, "trainer.checkpoint_every_steps": 1})
+    with caplog.at_level("WARNING"), pytest.raises(RuntimeError, match="3 non-finite steps in a row: stopping"):
+        train(load_config(None, overrides))
+    assert caplog.text.count("non-finite loss/gradient at step 2 (ids ['train_") == 3  # logged with sample ids
+    state = load_checkpoint(tmp_path / "tiny" / "last.pt")  # the last good step, untouched by the NaN ones
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_time_based_checkpoints(tmp_path, monkeypatch):
+    import ctcrnn.trainer as trainer
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(trainer.time, "time", lambda: clock["now"])
+    checkpointer = trainer.Checkpointer(tmp_path, keep=2, every_steps=0, every_minutes=5)
+    assert not checkpointer.due(1)
+    clock["now"] += 299
+    assert not checkpointer.due(2)
+    clock["now"] += 1
+    assert checkpointer.due(3)

@@ -114,7 +114,7 @@ def test_step_log_tensorboard_and_plot(tmp_path, capsys):
                                                                          "trainer.tensorboard": "true"})))
     rows = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
-    assert {"loss", "lr", "grad_norm", "samples", "skipped_samples"} <= set(rows[0])
+    assert {"loss", "lr", "grad_norm", "samples", "clips_per_s", "skipped_samples"} <= set(rows[0])
     assert (run_dir / "steps.csv").read_text().startswith("step,epoch,loss,")
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     main(["plot", str(run_dir)])
