@@ -13,7 +13,7 @@ from features_fixtures import ACTIONS, DIM, mstcn_read_recognition, mstcn_scores
 import ctcrnn  # noqa: F401  (registries)
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.features import MSTCN_HEADER, UNALIGNED_LABEL, FeatureProjection, collapse_runs, read_features
-from ctcrnn.features.datasets import VAL_EVERY, read_mapping
+from ctcrnn.features.breakfast_corpus import VAL_EVERY, read_mapping
 from ctcrnn.model import conv_output_lengths
 
 LABELS = ["<blank>", *ACTIONS]

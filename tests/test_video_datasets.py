@@ -21,7 +21,9 @@ from ctcrnn.data import BLANK_LABEL, build_dataset, collate
 from ctcrnn.evaluate import evaluate
 from ctcrnn.registry import READERS
 from ctcrnn.trainer import train
-from ctcrnn.video.datasets import GRID_LABELS, UNKNOWN_TOKEN, normalise_glosses, read_align
+from ctcrnn.video.datasets import UNKNOWN_TOKEN
+from ctcrnn.video.grid_corpus import GRID_LABELS, read_align
+from ctcrnn.video.phoenix import normalise_glosses
 
 
 def fitted_of(dataset) -> dict:

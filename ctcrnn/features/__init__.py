@@ -4,6 +4,7 @@ Importing this package registers its datasets (``breakfast`` in the MS-TCN layou
 and its file reader (a .npy file, for ``ctcrnn transcribe`` / ``align``); the core never imports it.
 """
 from ..registry import register_dataset, register_reader
+from . import breakfast_corpus
 from . import datasets
 from .datasets import (
     MSTCN_HEADER,
@@ -17,7 +18,7 @@ from .datasets import (
 )
 from .frontends import FeatureProjection
 
-breakfast = register_dataset(datasets.breakfast)
+breakfast = register_dataset(breakfast_corpus.breakfast)
 features_manifest = register_dataset(datasets.features_manifest)
 read_features = register_reader("features")(datasets.read_features)
 

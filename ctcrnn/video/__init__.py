@@ -8,15 +8,17 @@ from pathlib import Path
 import torch
 
 from ..registry import register_dataset, register_reader
-from . import datasets
-from .datasets import VideoDataset, normalise_glosses
+from . import datasets, phoenix
+from . import grid_corpus
+from .datasets import VideoDataset
 from .frontends import FrameCNN
 from .io import FrameCache, VideoConfig, VideoError, read_video, read_video_for_spec, video_info
+from .phoenix import normalise_glosses
 from .synthetic import ACTIONS, SyntheticActions
 
 video_manifest = register_dataset(datasets.video_manifest)
-grid = register_dataset(datasets.grid)
-phoenix2014 = register_dataset(datasets.phoenix2014)
+grid = register_dataset(grid_corpus.grid)
+phoenix2014 = register_dataset(phoenix.phoenix2014)
 
 
 @register_dataset

@@ -1,5 +1,7 @@
-"""Video datasets: JSON Lines manifests of one's own clips, GRID (lip reading) and PHOENIX-2014 / -2014-T
-(continuous sign language), each in its published layout.
+"""Shared video dataset machinery and one's own clips: :class:`VideoDataset`, its :class:`Clip` and
+:class:`Vocabulary`, the builder tail every video corpus ends in (:func:`build_video_dataset`,
+:func:`video_spec`), and the JSON Lines manifest (:func:`video_manifest`). GRID lives in
+:mod:`ctcrnn.video.grid_corpus`, PHOENIX-2014 in :mod:`ctcrnn.video.phoenix`.
 
 Every split is a :class:`VideoDataset`: clips read (PyAV or frame folders, through an optional on-disk
 :class:`~ctcrnn.video.io.FrameCache`), resized/cropped as ``video`` says and (training split only) augmented
@@ -14,21 +16,17 @@ for glosses is the gloss WER). A token vocabulary ends in ``<unk>``: a validatio
 training maps to it, so it still counts as an error (a model never trained to emit ``<unk>`` cannot match it)
 instead of vanishing from the reference.
 
-Mouth cropping (GRID) and hand/face cropping (PHOENIX) are out of scope: ``video.size`` / ``video.crop`` only
-resize and centre-crop whole frames; give pre-cropped frame folders for LipNet-style mouth crops.
+``video.size`` / ``video.crop`` only resize and centre-crop whole frames: any region-of-interest cropping
+(mouths, hands, faces) must be done beforehand (give pre-cropped frame folders).
 Must never import the core training code or another modality.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
-import random
-import re
 from collections import Counter
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 
 import torch
@@ -302,262 +300,3 @@ def video_manifest(split: str, train: str = "", val: str = "", test: str = "", v
     return build_video_dataset("video_manifest", split, read_video_manifest(path, target), video, augment, cache,
                                fitted, characters=target == "text", source_fps=source_fps,
                                source=f"manifest {path}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# GRID: root/sX/video/mpg_6000/<stem>.mpg (or frame folders root/sX/<stem>/), root/alignments/sX/<stem>.align
-# (or root/sX/align/<stem>.align)
-
-GRID_LABELS = [BLANK_LABEL, " ", *"abcdefghijklmnopqrstuvwxyz"]  # LipNet's 28 classes: a-z, space, blank
-GRID_SILENCES = ("sil", "sp")
-GRID_UNSEEN_TEST = (1, 2, 20, 22)  # LipNet's held-out speakers
-
-
-def read_align(path: Path) -> list[tuple[str, float, float]]:
-    """``(word, start_frame, end_frame)`` per spoken word of a GRID .align file (``start end word`` lines, times
-    in 1/1000-frame units: 1000 = one 25 fps frame), ``sil`` and ``sp`` dropped, words lower-cased."""
-    words = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3 or not all(f.lstrip("-").isdigit() for f in fields[:2]):
-            raise ValueError(f"{path}:{number}: expected 'start end word' with integer times (1000 per frame), "
-                             f"got {line.strip()!r}")
-        if fields[2].lower() not in GRID_SILENCES:
-            words.append((fields[2].lower(), int(fields[0]) / 1000, int(fields[1]) / 1000))
-    if not words:
-        raise ValueError(f"{path}: no words besides sil/sp: fix or remove this alignment")
-    return words
-
-
-def speaker_number(value, where: str) -> int:
-    match = re.fullmatch(r"s?(\d+)", str(value).strip())
-    if not match:
-        raise ValueError(f"{where}: speakers are numbers or names like s1, got {value!r}")
-    return int(match.group(1))
-
-
-def grid_videos(folder: Path) -> dict[str, Path]:
-    """stem -> video file or frame folder of one speaker (both published layouts; files win over folders)."""
-    found = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in ("video", "align")):
-        found[sub.name] = sub
-    for pattern in ("video/mpg_6000/*", "video/*", "*"):
-        for p in sorted(folder.glob(pattern)):
-            if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
-                found[p.stem] = p
-    return found
-
-
-def read_grid(root: Path) -> dict[int, list[Clip]]:
-    """speaker number -> clips (sorted by stem) with their alignments; a video without an alignment is left
-    out (and counted in a warning): it has no transcript."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"GRID root {root} does not exist (expected {root}/sX/video/mpg_6000/*.mpg and "
-                         f"{root}/alignments/sX/*.align)")
-    speakers, unaligned = {}, 0
-    for folder in sorted(root.iterdir()):
-        if not (folder.is_dir() and re.fullmatch(r"s\d+", folder.name)):
-            continue
-        clips = []
-        for stem, video in sorted(grid_videos(folder).items()):
-            align = next((a for a in (root / "alignments" / folder.name / f"{stem}.align",
-                                      folder / "align" / f"{stem}.align") if a.is_file()), None)
-            if align is None:
-                unaligned += 1
-                continue
-            text = " ".join(word for word, _, _ in read_align(align))
-            clips.append(Clip(f"{folder.name}/{stem}", str(video), list(text), text, folder.name))
-        if clips:
-            speakers[int(folder.name[1:])] = clips
-    if not speakers:
-        raise ValueError(f"GRID root {root} has no speaker folders sX with videos and .align files")
-    if unaligned:
-        log.warning("GRID %s: %d videos have no .align file (looked in alignments/sX/ and sX/align/): left out",
-                    root, unaligned)
-    return speakers
-
-
-def grid_splits(speakers: dict[int, list[Clip]], setting: str, groups: dict | None, test_per_speaker: int,
-                val_per_speaker: int, seed: int) -> dict[str, list[Clip]]:
-    """The clips of train/val/test.
-
-    ``unseen``: whole speakers: test = ``groups["test"]`` (default LipNet's 1, 2, 20, 22), val =
-    ``groups["val"]`` (default none), train = ``groups["train"]`` (default every other speaker found).
-    ``overlapped``: every speaker in every split; per speaker, the stems are shuffled by
-    ``random.Random(seed * 1000 + speaker)`` and the first ``test_per_speaker`` (LipNet: 255) are test, the
-    next ``val_per_speaker`` val, the rest train: the same split on any machine, whatever the listing order.
-    """
-    if setting == "unseen":
-        groups = {"val": [], "test": list(GRID_UNSEEN_TEST), **(groups or {})}
-        chosen = {k: {speaker_number(s, f"data.args.speakers.{k}") for s in (v or [])} for k, v in groups.items()
-                  if k in ("train", "val", "test")}
-        unknown_keys = set(groups) - {"train", "val", "test"}
-        if unknown_keys:
-            raise ValueError(f"grid: data.args.speakers has keys train/val/test, not {sorted(unknown_keys)}")
-        if not groups.get("train"):
-            chosen["train"] = set(speakers) - chosen["val"] - chosen["test"]
-        overlap = (chosen["train"] & chosen["test"]) | (chosen["train"] & chosen["val"]) | (chosen["val"] & chosen["test"])
-        if overlap:
-            raise ValueError(f"grid unseen: speakers {sorted(overlap)} are in two splits; unseen-speaker splits "
-                             f"must not share speakers")
-        return {k: [c for s in sorted(v) for c in speakers.get(s, [])] for k, v in chosen.items()}
-    if setting == "overlapped":
-        splits = {"train": [], "val": [], "test": []}
-        for number, clips in sorted(speakers.items()):
-            order = sorted(clips, key=lambda c: c.id)
-            random.Random(seed * 1000 + number).shuffle(order)
-            splits["test"] += order[:test_per_speaker]
-            splits["val"] += order[test_per_speaker : test_per_speaker + val_per_speaker]
-            splits["train"] += order[test_per_speaker + val_per_speaker :]
-        return {k: sorted(v, key=lambda c: c.id) for k, v in splits.items()}
-    raise ValueError(f"grid: setting must be 'overlapped' or 'unseen', got {setting!r}")
-
-
-def grid(split: str, root: str = "data/GRID", speakers: dict | None = None, setting: str = "overlapped",
-         test_per_speaker: int = 255, val_per_speaker: int = 0, seed: int = 0, video: dict | None = None,
-         augment: dict | None = None, cache: str = "", fitted: dict | None = None) -> VideoDataset:
-    """GRID audio-visual corpus, video only, character targets: the sentence's words without ``sil``/``sp``,
-    lower case, joined by spaces (``bin blue at f two now``), over LipNet's fixed 28 classes (blank, space,
-    a-z: GRID's words hold no apostrophes or digits, so the alphabet is fixed rather than fitted; anything else
-    is counted and scored as an error). Splits: see :func:`grid_splits` (``setting``, ``speakers``,
-    ``test_per_speaker``, ``val_per_speaker``, ``seed``). The frames are whole faces: LipNet's 100x50 mouth
-    crops must be made beforehand (frame folders); ``video.size``/``video.crop`` only resize and centre-crop.
-    """
-    clips = grid_splits(read_grid(Path(root)), setting, speakers, test_per_speaker, val_per_speaker, seed)
-    if split not in clips:
-        raise ValueError(f"grid has splits train/val/test, not {split!r}")
-    if not clips[split]:
-        hint = ("set data.args.speakers.val=[...] (speakers taken out of training)" if setting == "unseen" else
-                "set data.args.val_per_speaker > 0") if split == "val" else "check data.args.speakers and root"
-        raise ValueError(f"grid ({setting}): the {split} split is empty: {hint}, or use data.val_split=test as "
-                         f"LipNet (which had no validation set) did")
-    return build_video_dataset("grid", split, clips[split], video, augment, cache, fitted, characters=True,
-                               labels=GRID_LABELS, source=f"GRID {root}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# PHOENIX-2014 (multisigner) and PHOENIX-2014-T
-
-PHOENIX_SPLITS = {"train": "train", "val": "dev", "dev": "dev", "test": "test"}
-
-# The official evaluation's normalisation (evaluatePhoenix2014.sh / preprocess.sh of PHOENIX-2014; the
-# reference side of evaluatePHOENIX-2014-T.sh): applied to the references *and* the training targets, so the
-# model learns exactly the glosses it is scored on and gloss WER is the token error rate.
-# PHOENIX-2014: prefixes loc-/cl-/qu-/poss-/lh- are annotation detail (location, classifier, question,
-# possessive, left hand) of one sign; S0NNE and HABEN2 are typos/variants; __EMOTION__, __PU__ (palm up),
-# __LEFTHAND__ and __EPENTHESIS__ mark non-lexical movements; -PLUSPLUS marks a repeated sign; <XX>RAUM
-# ("region") names the same place as <XX>. __ON__/__OFF__ (hands rise/fall) are kept, as the official script
-# and its ground-truth .stm keep them. PHOENIX-2014-T removes every __X__ token, __ON__/__OFF__ included.
-_SPELLED = [  # fingerspelled letters join into one gloss: A B C -> A+B+C
-    (r"^([A-Z]) ([A-Z][+ ])", r"\1+\2"), (r"[ +]([A-Z]) ([A-Z]) ", r" \1+\2 "),
-    (r"([ +][A-Z]) ([A-Z][ +])", r"\1+\2"), (r"([ +][A-Z]) ([A-Z][ +])", r"\1+\2"),
-    (r"([ +][A-Z]) ([A-Z][ +])", r"\1+\2"), (r"([ +]SCH) ([A-Z][ +])", r"\1+\2"),
-    (r"([ +]NN) ([A-Z][ +])", r"\1+\2"), (r"([ +][A-Z]) (NN[ +])", r"\1+\2"), (r"([ +][A-Z]) ([A-Z])$", r"\1+\2"),
-]
-_REPEAT = (r"(?<![\w-])(\b[A-Z]+(?![\w-])) \1(?![\w-])", r"\1")  # applied 4 times, as the official perl loop
-PHOENIX_RULES = {
-    "2014": [(r"loc-", ""), (r"cl-", ""), (r"qu-", ""), (r"poss-", ""), (r"lh-", ""), (r"S0NNE", "SONNE"),
-             (r"HABEN2", "HABEN"), (r"__EMOTION__", ""), (r"__PU__", ""), (r"__LEFTHAND__", ""),
-             (r"__EPENTHESIS__", ""), (r"WIE AUSSEHEN", "WIE-AUSSEHEN"), (r"ZEIGEN ", "ZEIGEN-BILDSCHIRM "),
-             (r"ZEIGEN$", "ZEIGEN-BILDSCHIRM"), *_SPELLED, (r"([A-Z][A-Z])RAUM", r"\1"), (r"-PLUSPLUS", ""),
-             (r" +", " "), *[_REPEAT] * 4],
-    "2014T": [(r"__LEFTHAND__", ""), (r"__EPENTHESIS__", ""), (r"__EMOTION__", ""), (r"\b__[^_ ]*__\b", ""),
-              (r"\bloc-([^ ]*)\b", r"\1"), (r"\bcl-([^ ]*)\b", r"\1"), (r"\b([^ ]*)-PLUSPLUS\b", r"\1"),
-              (r"\b([A-Z][A-Z]*)RAUM\b", r"\1"), (r"WIE AUSSEHEN", "WIE-AUSSEHEN"), *_SPELLED, (r" +", " "),
-              *[_REPEAT] * 4],
-}
-
-
-def normalise_glosses(annotation: str, variant: str = "2014") -> list[str]:
-    """The glosses the official PHOENIX evaluation scores (see PHOENIX_RULES), with immediate repetitions
-    collapsed (as the 2014-T script does for hypotheses; CTC output cannot tell them apart from one long sign)."""
-    text = re.sub(r"\s+", " ", annotation.strip())
-    for pattern, replacement in PHOENIX_RULES[variant]:
-        text = re.sub(pattern, replacement, text)  # no strip between rules: sed does not
-    return [gloss for gloss, _ in groupby(text.split())]
-
-
-def phoenix_base(root: Path, variant: str) -> Path:
-    name = {"2014": "phoenix-2014-multisigner", "2014T": "PHOENIX-2014-T"}[variant]
-    return root if (root / "annotations").is_dir() else root / name
-
-
-def read_phoenix_corpus(base: Path, variant: str, part: str, normalise: bool) -> list[Clip]:
-    """The clips of one corpus CSV (pipe-separated, with its header), frames under
-    ``features/fullFrame-210x260px/<part>/``. A malformed line is an error naming file and line."""
-    if variant == "2014":
-        csv_path = base / "annotations" / "manual" / f"{part}.corpus.csv"
-        header, name_key, folder_key, signer_key, gloss_key = ["id", "folder", "signer", "annotation"], "id", "folder", "signer", "annotation"
-    else:
-        csv_path = base / "annotations" / "manual" / f"PHOENIX-2014-T.{part}.corpus.csv"
-        header, name_key, folder_key, signer_key, gloss_key = (["name", "video", "start", "end", "speaker", "orth",
-                                                                "translation"], "name", None, "speaker", "orth")
-    if not csv_path.is_file():
-        raise ValueError(f"PHOENIX-{variant}: {csv_path} not found (data.args.root should hold "
-                         f"{base.name}/annotations/manual/); download from "
-                         f"https://www-i6.informatik.rwth-aachen.de/~koller/RWTH-PHOENIX/")
-    frames_root = base / "features" / "fullFrame-210x260px" / part
-    with csv_path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE))
-    if not rows or [h.strip() for h in rows[0]] != header:
-        raise ValueError(f"{csv_path}:1: expected the header {'|'.join(header)}, got {'|'.join(rows[0]) if rows else 'nothing'}")
-    clips = []
-    for number, row in enumerate(rows[1:], start=2):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) != len(header):
-            raise ValueError(f"{csv_path}:{number}: expected {len(header)} '|'-separated fields "
-                             f"({'|'.join(header)}), got {len(row)}")
-        entry = dict(zip(header, row))
-        if folder_key:  # "<id>/1/*.png": the frames are the folder of the glob
-            folder = Path(entry[folder_key])
-            folder = folder.parent if any(ch in folder.name for ch in "*?[") else folder
-            path = frames_root / folder
-        else:
-            path = frames_root / entry[name_key]
-        glosses = normalise_glosses(entry[gloss_key], variant) if normalise else entry[gloss_key].split()
-        clips.append(Clip(entry[name_key], str(path), glosses, None, entry[signer_key]))
-    if not clips:
-        raise ValueError(f"{csv_path} has no clips")
-    return clips
-
-
-class PhoenixDataset(VideoDataset):
-    """A PHOENIX split that also writes its predictions in the official scoring formats."""
-
-    def write_predictions(self, results: list[dict], out_dir) -> None:
-        """``reference.stm`` (``<id> 1 <signer> 0.0 1.79769e+308 <glosses>``) and ``hypothesis.ctm``
-        (``<id> 1 <start> <duration> <gloss>``, 10 ms per gloss: sclite scores words, not times), both with
-        the normalised glosses, so the official sclite scoring can be rerun on them."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        clips = {c.id: c for c in self.clips}
-        with (out_dir / "reference.stm").open("w") as stm, (out_dir / "hypothesis.ctm").open("w") as ctm:
-            for row in sorted(results, key=lambda r: r["id"]):
-                clip = clips[row["id"]]  # its glosses, not the label ids: a gloss unseen in training stays itself
-                stm.write(f"{clip.id} 1 {clip.speaker} 0.0 1.79769e+308 {' '.join(clip.units)}\n")
-                for k, i in enumerate(row["hyp"]):
-                    ctm.write(f"{row['id']} 1 {k * 0.01:.3f} 0.010 {self.labels[i]}\n")
-
-
-def phoenix2014(split: str, root: str = "data", variant: str = "2014", normalise: bool = True,
-                video: dict | None = None, augment: dict | None = None, cache: str = "",
-                fitted: dict | None = None) -> VideoDataset:
-    """RWTH-PHOENIX-Weather 2014 (multisigner, ``variant="2014"``) or PHOENIX-2014-T (``"2014T"``), gloss
-    targets. ``root`` holds ``phoenix-2014-multisigner/`` or ``PHOENIX-2014-T/`` (or is that folder).
-    Splits train / val (= dev) / test. Frames are the published 210x260 PNGs at 25 fps (kept as they are).
-    Glosses are normalised as the official evaluation does (:data:`PHOENIX_RULES`; ``normalise=False`` keeps
-    the raw annotation, whose token error rate is then *not* the published WER); the vocabulary is the
-    training split's normalised glosses + ``<unk>``.
-    """
-    if variant not in ("2014", "2014T"):
-        raise ValueError(f"phoenix2014: variant must be '2014' or '2014T', got {variant!r}")
-    if split not in PHOENIX_SPLITS:
-        raise ValueError(f"phoenix2014 has splits train/val/test (val = dev), not {split!r}")
-    base = phoenix_base(Path(root), variant)
-    clips = read_phoenix_corpus(base, variant, PHOENIX_SPLITS[split], normalise)
-    return build_video_dataset(f"phoenix{variant}", split, clips, video, augment, cache, fitted, characters=False,
-                               source=f"PHOENIX-{variant} under {root}", dataset_class=PhoenixDataset)
