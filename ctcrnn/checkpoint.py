@@ -7,6 +7,7 @@ Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.au
 """
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import shutil
@@ -81,14 +82,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+# Builder arguments added after checkpoints were first written, with the value that rebuilds the networks
+# of checkpoints that predate them (an older checkpoint's arch does not name them).
+ARGUMENTS_ADDED_LATER = {"aux_ctc_weight": 0.0}
+
+
 def model_from_checkpoint(state: dict):
     """Rebuild the model from ``arch`` and load its weights; returns the model in eval mode."""
-    from .registry import create_model  # the registry is filled by the zoo, imported by ctcrnn/__init__
+    from .registry import MODELS, create_model  # the registry is filled by the zoo, imported by ctcrnn/__init__
 
     arch = state["arch"]
     # Pretrained-weight files only initialise a fresh model; the checkpoint's weights replace them,
     # so never go looking for that file again (it may not exist on this machine).
     kwargs = {k: v for k, v in arch["kwargs"].items() if k != "weights_path"}
+    params = inspect.signature(MODELS.get(arch["name"])).parameters
+    for key, value in ARGUMENTS_ADDED_LATER.items():
+        if key in params and key not in kwargs:
+            kwargs[key] = value
     model = create_model(arch["name"], **kwargs)
     try:
         model.load_state_dict(state["model"])

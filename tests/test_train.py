@@ -11,6 +11,7 @@ from ctcrnn.config import load_config
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.decoding import greedy_decode
 from ctcrnn.metrics import error_rate
+from ctcrnn.registry import create_model
 from ctcrnn import trainer as trainer_module
 from ctcrnn.trainer import train
 
@@ -45,6 +46,17 @@ def test_checkpoint_rebuilds_identical_outputs(tiny_run, tmp_path):
     save_checkpoint(state, tmp_path / "copy.pt")
     again = model_from_checkpoint(load_checkpoint(tmp_path / "copy.pt"))
     assert torch.equal(again(batch["inputs"], batch["lengths"])[0], expected)
+
+
+def test_checkpoint_from_before_a_builder_argument_existed_still_loads(tiny_run):
+    """A checkpoint whose arch predates aux_ctc_weight (default 1 now) rebuilds the head-less network it holds."""
+    state = load_checkpoint(tiny_run / "best.pt")
+    state["arch"]["kwargs"]["aux_ctc_weight"] = 0.0
+    plain = create_model(state["arch"]["name"], **state["arch"]["kwargs"])
+    plain.load_state_dict({k: v for k, v in state["model"].items() if not k.startswith("aux_head.")})
+    state["model"] = plain.state_dict()
+    del state["arch"]["kwargs"]["aux_ctc_weight"]
+    assert model_from_checkpoint(state).aux_head is None
 
 
 def test_resume_continues_the_same_run(tmp_path, monkeypatch):
@@ -127,7 +139,7 @@ def test_tiny_model_learns(tmp_path):
         "trainer.lr": 0.01, "trainer.warmup_steps": 5, "model.args.temporal_stride": 1, "model.args.temporal_kernel": 5,
         # The plain frame CNN: with the recipe's motion cues and input BatchNorm, 8 clips of 16x16 do not
         # memorise in 80 steps (TER 55-67 %); those options are covered by the smoke and recipe tests.
-        "model.args.motion_cues": "false", "model.args.input_norm": "false",
+        "model.args.motion_cues": "false", "model.args.input_norm": "false", "model.args.aux_ctc_weight": 0,
         "model.encoder.hidden_size": 48})
     run_dir = train(load_config(None, overrides))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
