@@ -84,6 +84,16 @@ class ConfigError(ValueError):
     pass
 
 
+def refuse_unknown_keys(cls, d: dict) -> None:
+    """ValueError naming the closest field when ``d`` has a key ``cls`` (a dataclass) does not; for the
+    small option dataclasses that modalities read from ``data.args`` (features, augmentation, video)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in d:
+        if key not in names:
+            raise ValueError(f"{cls.__name__} has no field {key!r}{closest(key, names)}; "
+                             f"valid fields: {', '.join(names)}")
+
+
 def _coerce(value: Any, kind: type, key: str) -> Any:
     """Convert a YAML or command-line value to the declared type, or explain what is wrong."""
     if kind is bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import random
 
 import torch
@@ -37,6 +38,22 @@ from .registry import DATASETS
 log = logging.getLogger("ctcrnn.data")
 
 BLANK_LABEL = "<blank>"
+
+
+def stat_media(path: str, noun: str, error: type[Exception]) -> os.stat_result:
+    """``os.stat`` of a media file or folder, raising ``error`` with a message naming it when it is missing
+    or cannot be read. ``os.stat``, not ``os.path.exists``: exists() answers False for a file in a folder
+    we may not search, which would send the user hunting for a file that is there."""
+    try:
+        return os.stat(path)
+    except PermissionError:
+        raise error(f"{noun} {path} cannot be read (permission denied): check its permissions or its "
+                    f"folder's") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise error(f"{noun} {path} does not exist: check the path (relative paths are resolved from "
+                    f"{os.getcwd()})") from None
+    except OSError as err:
+        raise error(f"{noun} {path} cannot be read ({err.strerror}): check the path") from None
 
 
 def build_dataset(name: str, split: str, args: dict, fitted: dict | None = None):

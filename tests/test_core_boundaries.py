@@ -6,7 +6,7 @@ PACKAGE = Path(__file__).parent.parent / "ctcrnn"
 MODALITIES = {"video", "audio", "image", "features"}
 CORE = ["cells", "encoder", "model", "ctc", "decoding", "alignment", "metrics", "registry", "config",
         "checkpoint", "data", "trainer", "evaluate", "beam_search", "fusion", "lm", "trie", "hashing",
-        "external_decoders", "lm_tuning", "transcribe", "stepping", "distributed", "runlog", "plotting"]
+        "external_decoders", "lm_tuning", "transcribe", "stepping", "distributed", "runlog", "plotting", "randomness"]
 
 
 def imported_modules(path: Path) -> set[str]:

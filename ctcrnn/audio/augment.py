@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import torch
 import torchaudio.functional as AF
 
-from ctcrnn.audio.features import refuse_unknown_keys
 from ctcrnn.audio.io import read_audio
+
+from ..config import refuse_unknown_keys
+from ..randomness import generator_device, randint, uniform
 
 
 @dataclass
@@ -61,21 +63,6 @@ class AugmentConfig:
                     or (self.freq_masks and self.freq_mask_width) or (self.time_masks and self.time_mask_width))
 
 
-def _device(generator: torch.Generator | None) -> torch.device | None:
-    # Draws must happen on the generator's device (a CUDA generator cannot fill a CPU tensor).
-    return generator.device if generator is not None else None
-
-
-def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
-    u = torch.rand((), generator=generator, dtype=torch.float64, device=_device(generator))
-    return low + (high - low) * u.item()
-
-
-def _randint(high: int, generator: torch.Generator | None) -> int:
-    """Uniform integer in [0, high)."""
-    return int(torch.randint(high, (), generator=generator, device=_device(generator)).item())
-
-
 def speed_perturb(wave: torch.Tensor, sample_rate: int, factor: float) -> torch.Tensor:
     """(N,) -> (ceil(N * sr / round(sr * factor)),): ``factor`` times faster, like sox ``speed`` (Kaldi, ESPnet).
 
@@ -97,9 +84,9 @@ def _noise_like(wave: torch.Tensor, sample_rate: int, files: list, generator: to
     """Noise of wave's length: white Gaussian, or a random excerpt of a random file (looped if short)."""
     n = wave.shape[-1]
     if not files:
-        return torch.randn(n, generator=generator, device=_device(generator) or wave.device).to(wave)
-    noise = _noise_recording(str(files[_randint(len(files), generator)]), sample_rate)
-    start = _randint(len(noise), generator)
+        return torch.randn(n, generator=generator, device=generator_device(generator) or wave.device).to(wave)
+    noise = _noise_recording(str(files[randint(len(files), generator)]), sample_rate)
+    start = randint(len(noise), generator)
     reps = math.ceil((start + n) / len(noise))
     return noise.repeat(reps)[start:start + n].to(wave)
 
@@ -122,11 +109,11 @@ def augment_waveform(wave: torch.Tensor, sample_rate: int, cfg: AugmentConfig,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """(N,) -> (N',): speed perturbation (N' != N), then gain, then additive noise; each only if configured."""
     if cfg.speed:
-        wave = speed_perturb(wave, sample_rate, float(cfg.speed[_randint(len(cfg.speed), generator)]))
+        wave = speed_perturb(wave, sample_rate, float(cfg.speed[randint(len(cfg.speed), generator)]))
     if cfg.gain_db:
-        wave = wave * 10 ** (_uniform(*cfg.gain_db, generator) / 20)
+        wave = wave * 10 ** (uniform(*cfg.gain_db, generator) / 20)
     if cfg.noise_snr_db:
-        snr_db = _uniform(*cfg.noise_snr_db, generator)
+        snr_db = uniform(*cfg.noise_snr_db, generator)
         wave = add_noise(wave, _noise_like(wave, sample_rate, cfg.noise_files, generator), snr_db)
     return wave
 
@@ -135,8 +122,8 @@ def mask_spans(size: int, count: int, max_width: int, generator: torch.Generator
     """``count`` spans ``(start, width)`` inside ``[0, size)``: width uniform in [0, max_width], start uniform."""
     spans = []
     for _ in range(count):
-        width = _randint(min(max_width, size) + 1, generator)
-        spans.append((_randint(size - width + 1, generator), width))
+        width = randint(min(max_width, size) + 1, generator)
+        spans.append((randint(size - width + 1, generator), width))
     return spans
 
 

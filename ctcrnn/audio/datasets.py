@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..config import refuse_unknown_keys
+from ..randomness import item_generator
 from .augment import AugmentConfig, augment_waveform, spec_augment
 from .dtmf import DTMFConfig, dtmf_dataset_item, dtmf_dataset_plan
-from .features import FeatureConfig, FeatureExtractor, compute_global_stats, normalize_features, refuse_unknown_keys
+from .features import FeatureConfig, FeatureExtractor, compute_global_stats, normalize_features
 from .io import AudioError, audio_info, read_audio
 from .text import CharTokenizer, report_unknown
 
@@ -130,7 +132,7 @@ class AudioDataset(Dataset):
             return {"id": utterance.id, "error": str(e)}
         generator = None
         if self.augment is not None:
-            generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
+            generator = item_generator(self.seed, self.epoch, index)
             wave = augment_waveform(wave, self.pipeline.features.sample_rate, self.augment, generator)
         feats = self.pipeline(wave)
         if self.augment is not None:

@@ -7,7 +7,6 @@ Must never import the core training code; the core never imports this.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,21 +15,13 @@ import torch
 import torchaudio.transforms as AT
 from torch import nn
 
-from ctcrnn.registry import closest
+from ..config import refuse_unknown_keys
+from ..registry import closest
 
 KINDS = ("fbank", "stft")
 NORMALIZE_MODES = ("utterance", "global", "none")
 LOG_FLOOR = 1e-6  # added before the log so digital silence gives log(1e-6), never -inf
 STD_FLOOR = 1e-5  # a constant bin (or a 1-frame utterance) has std 0; dividing by this keeps it finite
-
-
-def refuse_unknown_keys(cls, d: dict) -> None:
-    """ValueError naming the closest field when ``d`` has a key ``cls`` (a dataclass) does not."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in d:
-        if key not in names:
-            raise ValueError(f"{cls.__name__} has no field {key!r}{closest(key, names)}; "
-                             f"valid fields: {', '.join(names)}")
 
 
 @dataclass

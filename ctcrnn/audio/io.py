@@ -15,6 +15,8 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
+from ..data import stat_media
+
 _FORMATS = "WAV, FLAC or OGG"
 
 
@@ -23,18 +25,7 @@ class AudioError(ValueError):
 
 
 def _check_exists(path: str) -> None:
-    # os.stat, not os.path.exists: exists() answers False for a file in a folder we may not search, which
-    # would send the user hunting for a file that is there.
-    try:
-        status = os.stat(path)
-    except PermissionError:
-        raise AudioError(f"audio file {path} cannot be read (permission denied): check its permissions or "
-                         f"its folder's") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise AudioError(f"audio file {path} does not exist: check the path "
-                         f"(relative paths are resolved from {os.getcwd()})") from None
-    except OSError as err:
-        raise AudioError(f"audio file {path} cannot be read ({err.strerror}): check the path") from None
+    status = stat_media(path, "audio file", AudioError)
     if stat.S_ISDIR(status.st_mode):
         raise AudioError(f"audio path {path} is a directory, not a file: point it at a {_FORMATS} file")
     if status.st_size == 0:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .io import VideoConfig, check_hw, refuse_unknown_keys
+from ..config import refuse_unknown_keys
+from ..randomness import randint, uniform
+from .io import VideoConfig, check_hw
 
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -50,21 +52,6 @@ def reading_config(video: VideoConfig, augment: VideoAugmentConfig) -> VideoConf
     if augment.random_crop and video.crop:
         return dataclasses.replace(video, crop=[])
     return video
-
-
-def _device(generator: torch.Generator | None) -> torch.device | None:
-    # Draws must happen on the generator's device (a CUDA generator cannot fill a CPU tensor).
-    return generator.device if generator is not None else None
-
-
-def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
-    u = torch.rand((), generator=generator, dtype=torch.float64, device=_device(generator))
-    return low + (high - low) * u.item()
-
-
-def _randint(high: int, generator: torch.Generator | None) -> int:
-    """Uniform integer in [0, high)."""
-    return int(torch.randint(high, (), generator=generator, device=_device(generator)).item())
 
 
 def rescale_indices(num_frames: int, factor: float) -> list[int]:
@@ -106,7 +93,7 @@ def augment_clip(frames: torch.Tensor, cfg: VideoAugmentConfig,
     num_frames = frames.shape[0]
     indices = list(range(num_frames))
     if cfg.temporal_rescale:
-        factor = _uniform(1 - cfg.temporal_rescale, 1 + cfg.temporal_rescale, generator)
+        factor = uniform(1 - cfg.temporal_rescale, 1 + cfg.temporal_rescale, generator)
         indices = rescale_indices(num_frames, factor)
         frames = frames[indices]
     if cfg.random_crop:
@@ -114,13 +101,13 @@ def augment_clip(frames: torch.Tensor, cfg: VideoAugmentConfig,
         if ch > h or cw > w:
             raise ValueError(f"augment.random_crop {cfg.random_crop} is larger than the clip's frames ({h}x{w}): "
                              f"lower it or resize the frames (video.size)")
-        top, left = _randint(h - ch + 1, generator), _randint(w - cw + 1, generator)
+        top, left = randint(h - ch + 1, generator), randint(w - cw + 1, generator)
         frames = frames[..., top:top + ch, left:left + cw]
-    if cfg.flip and _uniform(0, 1, generator) < 0.5:
+    if cfg.flip and uniform(0, 1, generator) < 0.5:
         frames = frames.flip(-1)
     if cfg.colour_jitter:
         low, high = 1 - cfg.colour_jitter, 1 + cfg.colour_jitter
-        factors = [_uniform(low, high, generator) for _ in range(3)]
+        factors = [uniform(low, high, generator) for _ in range(3)]
         if frames.dtype == torch.uint8:
             frames = (colour_jitter(frames.float() / 255, *factors) * 255).round().to(torch.uint8)
         else:

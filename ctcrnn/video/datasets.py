@@ -29,10 +29,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch.utils.data import Dataset
 
 from ..data import BLANK_LABEL
+from ..randomness import item_generator
 from .augment import VideoAugmentConfig, augment_clip, reading_config
 from .io import FrameCache, VideoConfig, VideoError, video_info
 
@@ -150,7 +150,7 @@ class VideoDataset(Dataset):
         except VideoError as e:
             return {"id": clip.id, "error": str(e)}
         if self.augment is not None:
-            generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
+            generator = item_generator(self.seed, self.epoch, index)
             frames, _ = augment_clip(frames, self.augment, generator)
         item = {"id": clip.id, "input": frames, "target": self.targets[index]}
         if clip.text is not None:

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..registry import closest
+from ..config import refuse_unknown_keys
+from ..data import stat_media
 
 log = logging.getLogger("ctcrnn.video")
 
@@ -40,15 +41,6 @@ _CACHE_VERSION = 1  # bump when decoding changes, so old cache entries are not s
 class VideoError(ValueError):
     """A video that cannot be used: missing, empty, not a video, no video stream, no frames, truncated or
     undecodable, or a frame folder that is empty or holds an unreadable image."""
-
-
-def refuse_unknown_keys(cls, d: dict) -> None:
-    """ValueError naming the closest field when ``d`` has a key ``cls`` (a dataclass) does not."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in d:
-        if key not in names:
-            raise ValueError(f"{cls.__name__} has no field {key!r}{closest(key, names)}; "
-                             f"valid fields: {', '.join(names)}")
 
 
 def check_hw(name: str, value) -> list:
@@ -91,16 +83,7 @@ class VideoConfig:
 
 def _check_path(path: str) -> bool:
     """True for a frame folder, False for a non-empty readable file; VideoError otherwise."""
-    try:
-        status = os.stat(path)
-    except PermissionError:
-        raise VideoError(f"video {path} cannot be read (permission denied): check its permissions or "
-                         f"its folder's") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise VideoError(f"video {path} does not exist: check the path "
-                         f"(relative paths are resolved from {os.getcwd()})") from None
-    except OSError as err:
-        raise VideoError(f"video {path} cannot be read ({err.strerror}): check the path") from None
+    status = stat_media(path, "video", VideoError)
     if stat.S_ISDIR(status.st_mode):
         return True
     if status.st_size == 0:
