@@ -27,9 +27,11 @@ Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.au
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import random
+from pathlib import Path
 
 import torch
 
@@ -54,6 +56,45 @@ def stat_media(path: str, noun: str, error: type[Exception]) -> os.stat_result:
                     f"{os.getcwd()})") from None
     except OSError as err:
         raise error(f"{noun} {path} cannot be read ({err.strerror}): check the path") from None
+
+
+def read_jsonl(path: str | Path, example: str) -> list[tuple[int, object]]:
+    """The entries of a JSON Lines manifest as (line number, parsed value), blank lines skipped.
+
+    A manifest is written by hand or by a script, so anything wrong is an error naming the file and line
+    (a silent skip would hide the bug that wrote it): missing or unreadable file, a line that is not UTF-8
+    or not JSON, no entries at all. ``example`` is a valid line, quoted in the messages. The caller checks
+    the keys. Bytes are split before decoding, so a bad byte is reported with its line, and U+2028 inside
+    a JSON string (a line break to str.splitlines) does not cut a line in two.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()  # not is_file() first: it raises a bare PermissionError in unsearchable folders
+    except PermissionError:
+        raise ValueError(f"manifest {path} cannot be read (permission denied): check its permissions or its "
+                         f"folder's") from None
+    except IsADirectoryError:
+        raise ValueError(f"manifest {path} is a directory: point it at a .jsonl file") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise ValueError(f"manifest {path} does not exist") from None
+    except OSError as e:
+        raise ValueError(f"manifest {path} cannot be read ({e.strerror})") from None
+    entries = []
+    for number, encoded in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        try:
+            line = encoded.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{number}: not UTF-8 text (byte {encoded[e.start]:#04x} at byte {e.start + 1} "
+                             f"of the line): save the manifest as UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            entries.append((number, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: not a JSON object ({e.msg}); each line must look like {example}") from None
+    if not entries:
+        raise ValueError(f"manifest {path} has no entries: write one JSON object per line, like {example}")
+    return entries
 
 
 def build_dataset(name: str, split: str, args: dict, fitted: dict | None = None):

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import refuse_unknown_keys
+from ..data import read_jsonl
 from ..randomness import item_generator
 from .augment import AugmentConfig, augment_waveform, spec_augment
 from .dtmf import DTMFConfig, dtmf_dataset_item, dtmf_dataset_plan
@@ -221,34 +222,8 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     named by its path relative to the manifest, without the suffix.
     """
     path = Path(path)
-    try:
-        # Path.is_file() would raise a bare PermissionError for a file in a folder we may not search.
-        raw = path.read_bytes()
-    except PermissionError:
-        raise ValueError(f"manifest {path} cannot be read (permission denied): check its permissions or its "
-                         f"folder's") from None
-    except IsADirectoryError:
-        raise ValueError(f"manifest {path} is a directory: point it at a .jsonl file") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise ValueError(f"manifest {path} does not exist") from None
-    except OSError as e:
-        raise ValueError(f"manifest {path} cannot be read ({e.strerror})") from None
     utterances, bad_headers, seen = [], 0, {}
-    # Split the bytes, then decode each line: a bad byte is reported with its line, and U+2028 inside a
-    # JSON string (valid JSON, a line break to str.splitlines) does not cut a line in two.
-    for number, encoded in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
-        try:
-            line = encoded.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}:{number}: not UTF-8 text (byte {encoded[e.start]:#04x} at byte {e.start + 1} "
-                             f"of the line): save the manifest as UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not a JSON object ({e.msg}); each line must look like "
-                             f'{{"path": "clips/a.wav", "text": "hello world"}}') from None
+    for number, entry in read_jsonl(path, '{"path": "clips/a.wav", "text": "hello world"}'):
         if not isinstance(entry, dict) or "path" not in entry or "text" not in entry:
             missing = [k for k in ("path", "text") if not isinstance(entry, dict) or k not in entry]
             raise ValueError(f"{path}:{number}: missing key(s) {missing}; each line needs 'path' and 'text'")
@@ -275,9 +250,6 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         except AudioError as e:
             utterance.error, bad_headers = str(e), bad_headers + 1
         utterances.append(utterance)
-    if not utterances:
-        raise ValueError(f"manifest {path} has no entries: write one JSON object per line, like "
-                         f'{{"path": "clips/a.wav", "text": "hello world"}}')
     if bad_headers:
         log.warning("%s: %d of %d audio files cannot be read; they will be skipped and listed in skipped.tsv",
                     path, bad_headers, len(utterances))

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import BLANK_LABEL
+from ..data import BLANK_LABEL, read_jsonl
 
 log = logging.getLogger("ctcrnn.features")
 
@@ -275,18 +275,9 @@ def read_feature_manifest(path: str | Path) -> list[dict]:
     it); paths are relative to the manifest's folder. Returns entries with absolute paths, label name lists
     and an id (default: the feature path relative to the manifest, without suffix)."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"manifest {path} does not exist")
     entries, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, entry in read_jsonl(path, '{"path": "feats/x.npy", "labels": ["pour", "stir"]}'):
         where = f"{path}:{number}"
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f'{where}: not a JSON object ({e.msg}); lines look like {{"path": "feats/x.npy", '
-                             f'"labels": ["pour", "stir"]}}') from None
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
             raise ValueError(f"{where}: needs a 'path' string naming the .npy features")
         labels, frames_path = entry.get("labels"), entry.get("frame_labels_path")
@@ -305,8 +296,6 @@ def read_feature_manifest(path: str | Path) -> list[dict]:
             frame_names = (read_label_lines(frames_file), frames_file)
         entries.append({"id": video_id, "path": str(features if features.is_absolute() else path.parent / features),
                         "labels": labels, "frames": frame_names, "where": where})
-    if not entries:
-        raise ValueError(f"manifest {path} has no entries")
     return entries
 
 

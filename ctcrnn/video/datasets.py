@@ -31,7 +31,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..data import BLANK_LABEL
+from ..data import BLANK_LABEL, read_jsonl
 from ..randomness import item_generator
 from .augment import VideoAugmentConfig, augment_clip, reading_config
 from .io import FrameCache, VideoConfig, VideoError, video_info
@@ -242,23 +242,11 @@ def read_video_manifest(path: str | Path, target: str) -> list[Clip]:
         raise ValueError(f"video_manifest: target must be 'labels' (token targets) or 'text' (character targets), "
                          f"got {target!r}")
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ValueError(f"manifest {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"manifest {path} cannot be read as UTF-8 text ({e})") from None
     example = '{"path": "clips/a.mp4", "labels": ["open", "pour"]}' if target == "labels" else \
         '{"path": "clips/a.mp4", "text": "bin blue at f two now"}'
     clips, seen = [], {}
-    for number, line in enumerate(raw.split("\n"), start=1):
-        if not line.strip():
-            continue
+    for number, entry in read_jsonl(path, example):
         where = f"{path}:{number}"
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not a JSON object ({e.msg}); each line must look like {example}") from None
         if not isinstance(entry, dict) or "path" not in entry or target not in entry:
             raise ValueError(f"{where}: each line needs 'path' and {target!r} (data.args.target={target}), like {example}")
         if not isinstance(entry["path"], str) or not entry["path"]:
@@ -282,8 +270,6 @@ def read_video_manifest(path: str | Path, target: str) -> list[Clip]:
         seen[clip_id] = number
         video = video if video.is_absolute() else path.parent / video
         clips.append(Clip(clip_id, str(video), list(value), value if target == "text" else None))
-    if not clips:
-        raise ValueError(f"manifest {path} has no entries: write one JSON object per line, like {example}")
     return clips
 
 
