@@ -84,6 +84,16 @@ class ConfigError(ValueError):
     pass
 
 
+class Options:
+    """Mixin for the small option dataclasses that modalities read from ``data.args`` (features,
+    augmentation, video reading): ``from_dict`` refuses unknown keys, naming the closest field."""
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        refuse_unknown_keys(cls, d)
+        return cls(**d)
+
+
 def refuse_unknown_keys(cls, d: dict) -> None:
     """ValueError naming the closest field when ``d`` has a key ``cls`` (a dataclass) does not; for the
     small option dataclasses that modalities read from ``data.args`` (features, augmentation, video)."""

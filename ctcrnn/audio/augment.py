@@ -15,12 +15,12 @@ import torchaudio.functional as AF
 
 from ctcrnn.audio.io import read_audio
 
-from ..config import refuse_unknown_keys
+from ..config import Options
 from ..randomness import generator_device, randint, uniform
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(Options):
     speed: list = field(default_factory=list)  # speed factors, one drawn per utterance, e.g. [0.9, 1.0, 1.1]
     noise_snr_db: list = field(default_factory=list)  # [low, high]: add noise at an SNR drawn uniformly in dB
     noise_files: list = field(default_factory=list)  # noise recordings to excerpt (looped if short); empty: white noise
@@ -50,11 +50,6 @@ class AugmentConfig:
                 raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.time_mask_ratio <= 1:
             raise ValueError(f"augment.time_mask_ratio must be in (0, 1], got {self.time_mask_ratio}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        refuse_unknown_keys(cls, d)
-        return cls(**d)
 
     @property
     def enabled(self) -> bool:

@@ -15,7 +15,7 @@ import torch
 import torchaudio.transforms as AT
 from torch import nn
 
-from ..config import refuse_unknown_keys
+from ..config import Options
 from ..registry import closest
 
 KINDS = ("fbank", "stft")
@@ -25,7 +25,7 @@ STD_FLOOR = 1e-5  # a constant bin (or a 1-frame utterance) has std 0; dividing 
 
 
 @dataclass
-class FeatureConfig:
+class FeatureConfig(Options):
     kind: str = "fbank"  # fbank: log-mel filterbank; stft: log(1 + |STFT|) linear spectrogram (DeepSpeech2)
     sample_rate: int = 16000  # Hz the waveform must be at (read_audio resamples to it)
     n_mels: int = 80  # mel bins (fbank only)
@@ -49,11 +49,6 @@ class FeatureConfig:
                              f"({self.win_length} samples = {self.win_ms} ms at {self.sample_rate} Hz)")
         if self.hop_length < 1:
             raise ValueError(f"features.hop_ms={self.hop_ms} is under one sample at {self.sample_rate} Hz")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureConfig:
-        refuse_unknown_keys(cls, d)
-        return cls(**d)
 
     @property
     def win_length(self) -> int:

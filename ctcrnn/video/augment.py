@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import refuse_unknown_keys
+from ..config import Options
 from ..randomness import randint, uniform
 from .io import VideoConfig, check_hw
 
@@ -21,7 +21,7 @@ _GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass
-class VideoAugmentConfig:
+class VideoAugmentConfig(Options):
     random_crop: list = field(default_factory=list)  # [H, W] crop at a random place per clip, replacing the
                                                      # centre crop (read with reading_config); [] off
     flip: bool = False  # mirror the clip left-right with probability 0.5 (not for data where handedness matters)
@@ -35,11 +35,6 @@ class VideoAugmentConfig:
                              f"got {self.temporal_rescale}")
         if not 0 <= self.colour_jitter <= 1:
             raise ValueError(f"augment.colour_jitter must be in [0, 1], got {self.colour_jitter}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> VideoAugmentConfig:
-        refuse_unknown_keys(cls, d)
-        return cls(**d)
 
     @property
     def enabled(self) -> bool:

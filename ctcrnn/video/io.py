@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..config import refuse_unknown_keys
+from ..config import Options
 from ..data import stat_media
 
 log = logging.getLogger("ctcrnn.video")
@@ -52,7 +52,7 @@ def check_hw(name: str, value) -> list:
 
 
 @dataclass
-class VideoConfig:
+class VideoConfig(Options):
     fps: float = 0.0  # frames per second to keep: 0 keeps the source rate; else nearest frame to each k/fps
     size: list = field(default_factory=list)  # [H, W] to resize every frame to (bilinear, antialiased); [] keeps
     crop: list = field(default_factory=list)  # [H, W] centre crop, applied after the resize; [] keeps
@@ -68,11 +68,6 @@ class VideoConfig:
         if self.size and self.crop and (self.crop[0] > self.size[0] or self.crop[1] > self.size[1]):
             raise ValueError(f"video.crop {self.crop} is larger than video.size {self.size}: "
                              f"crop at most the resized frame")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> VideoConfig:
-        refuse_unknown_keys(cls, d)
-        return cls(**d)
 
     @property
     def channels(self) -> int:
