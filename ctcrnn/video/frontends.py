@@ -106,7 +106,18 @@ def normal_flow(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([dt * dx, dt * dy], dim=2)
 
 
-class FrameCNN(Frontend):
+class FrozenTrunkMixin:
+    """A frozen trunk (``self.freeze_trunk``) stays in eval mode when the model trains: frozen means frozen
+    BatchNorm statistics too, not only frozen weights."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_trunk:
+            self.trunk.eval()
+        return self
+
+
+class FrameCNN(FrozenTrunkMixin, Frontend):
     """Applies a 2D CNN to every valid frame as one (N_valid, C, H, W) batch.
 
     Padding frames are never run through the CNN, so BatchNorm statistics in training see real
@@ -154,12 +165,6 @@ class FrameCNN(Frontend):
             return lengths
         return conv_output_lengths(lengths, self.temporal.kernel_size[0], self.temporal.stride[0],
                                    self.temporal.padding[0])
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.freeze_trunk:
-            self.trunk.eval()
-        return self
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, steps = x.shape[:2]
@@ -233,7 +238,7 @@ class LipNet3D(Frontend):
         return x.permute(0, 2, 1, 3, 4).reshape(b, t, c * h * w)              # feature index = (c * H' + h) * W' + w
 
 
-class CSLRFrontend(Frontend):
+class CSLRFrontend(FrozenTrunkMixin, Frontend):
     """The visual module of VAC-family sign-language recognisers (Min et al. 2021, "Visual Alignment
     Constraint for Continuous Sign Language Recognition"; CorrNet keeps it): a 2-D CNN on every frame,
     then VAC's ``TemporalConv`` with ``conv_type=2``: K5-P2-K5-P2, i.e. 2 x (Conv1d kernel 5, no
@@ -295,12 +300,6 @@ class CSLRFrontend(Frontend):
         if self.edge_padding:
             lengths = self.padded_lengths(lengths)
         return self.conv_lengths(lengths).clamp(min=0)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.freeze_trunk:
-            self.trunk.eval()
-        return self
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.to(x.device)
