@@ -68,15 +68,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or foreign
-        raise CheckpointError(f"{path} is truncated or corrupted and cannot be read (not a torch archive)")
     try:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or foreign
+            raise CheckpointError(f"{path} is truncated or corrupted and cannot be read (not a torch archive)")
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path} holds objects other than tensors and plain containers and was refused "
                               f"(loaded with weights_only=True; a code payload is never run): {e}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path} is truncated or corrupted and cannot be read: {e}") from None
+    except Exception as e:  # a damaged archive fails in many ways (BadZipFile, EOFError, KeyError, ...)
+        raise CheckpointError(f"{path} is truncated or corrupted and cannot be read: {type(e).__name__}: {e}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ctcrnn checkpoint (no '{FORMAT}' format tag)")
     return state

@@ -55,7 +55,8 @@ class TrainerConfig:
     run_name: str = ""                # default: <dataset>-<model>-<cell>
     progress: bool = True             # tqdm progress bar
     max_bad_steps: int = 20           # stop after this many non-finite steps in a row
-    grad_accum: int = 1               # batches per optimizer step (effective batch = batch_size x grad_accum x ranks)
+    grad_accum: int = 1               # batches per optimizer step (effective batch = batch_size x grad_accum;
+                                      # under torchrun each rank takes a share of every batch)
     precision: str = "fp32"           # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + grad scaler, CUDA);
                                       # the CTC loss is computed in float32 either way
     compile: bool = False             # torch.compile the frontend (needs a C++ compiler on the CPU)

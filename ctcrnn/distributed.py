@@ -41,7 +41,9 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # NCCL reduces CUDA tensors only; the per-step sums (losses, sample counts) are small CPU tensors,
+        # so GPU runs get Gloo beside NCCL for those.
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return context, device
 
 

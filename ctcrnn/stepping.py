@@ -1,9 +1,12 @@
 """Optimizer steps: gradient accumulation, mixed precision, data-parallel gradients and the non-finite guard.
 
 Every micro-batch is backpropagated as the *sum* of its per-sample CTC losses; at the step, the gradients
-are divided by the number of samples that went into them (over all micro-batches and all ranks). So a step
-is the gradient of the mean loss over the whole effective batch, whatever the micro-batch sizes (length
-buckets vary) or the number of ranks: N ranks x B items equals one process with N·B items.
+are summed over ranks and divided by the number of samples that went into them (over all micro-batches
+and all ranks). So a step is the gradient of the mean loss over the whole effective batch, whatever the
+micro-batch sizes (length buckets vary) or the number of ranks: N ranks sharing a batch of B items equal
+one process with B items. The gradients are reduced here, once per step, rather than by DDP during
+backward: a rank whose share of a batch is empty (unreadable files, nothing feasible) still takes part,
+with zero gradients, so no rank ever waits on a collective the others skipped.
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
 from __future__ import annotations
@@ -40,8 +43,9 @@ class StepReport:
 class Stepper:
     """Accumulates micro-batches (:meth:`accumulate`) into optimizer steps (:meth:`step`).
 
-    model: the module to run (a DistributedDataParallel wrapper under torchrun); params: what the
-    optimizer updates. precision: fp32 | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only).
+    model: the module to run; params: what the optimizer updates. precision: fp32 | bf16 (autocast) |
+    fp16 (autocast + GradScaler, CUDA only). Under torchrun (``context``) gradients are summed over ranks
+    at each step and BatchNorm statistics taken from rank 0, so every rank holds the same model.
     """
 
     def __init__(self, model, optimizer, scheduler, device: torch.device, grad_clip: float = 0.0,
@@ -62,30 +66,26 @@ class Stepper:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def accumulate(self, batch: dict, sync: bool = True) -> CTCResult:
-        """Forward and backward one collated micro-batch; ``sync=False`` defers the data-parallel gradient
-        reduction to a later micro-batch of the same step (DDP's ``no_sync``)."""
-        no_sync = getattr(self.model, "no_sync", None)
-        with (no_sync() if no_sync is not None and not sync else contextlib.nullcontext()):
-            with self.autocast():
-                log_probs, out_lengths = self.model(batch["inputs"].to(self.device, non_blocking=True),
-                                                    batch["lengths"].to(self.device))
-            result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
-            if result.loss is None:
-                # Nothing feasible here, but under DDP every rank must join the gradient reduction.
-                total = log_probs.sum() * 0.0
-            else:
-                total = result.loss * result.kept
-                self.finite &= bool(torch.isfinite(result.loss))
-                self.loss_sum += float(total.detach()) if self.finite else math.nan
-                self.samples += result.kept
-                total = total + self.auxiliary_loss(batch)
-            (self.scaler.scale(total) if self.scaler is not None else total).backward()
+    def accumulate(self, batch: dict) -> CTCResult:
+        """Forward and backward one collated micro-batch (its summed loss: see the module docstring)."""
+        with self.autocast():
+            log_probs, out_lengths = self.model(batch["inputs"].to(self.device, non_blocking=True),
+                                                batch["lengths"].to(self.device))
+        result = ctc_loss(log_probs, out_lengths, batch["targets"], batch["ids"])
+        aux = self.auxiliary_loss(batch)
+        if result.loss is None:
+            return result  # nothing feasible: no gradient from this micro-batch
+        total = result.loss * result.kept
+        self.finite &= bool(torch.isfinite(result.loss))
+        self.loss_sum += float(total.detach()) if self.finite else math.nan
+        self.samples += result.kept
+        total = total + aux
+        (self.scaler.scale(total) if self.scaler is not None else total).backward()
         return result
 
     def auxiliary_loss(self, batch: dict) -> torch.Tensor | float:
         """weight x summed CTC loss of the model's auxiliary head (see CTCModel), or 0 without one."""
-        module = getattr(self.model, "module", self.model)  # under DDP, the wrapped model
+        module = self.model
         aux, module.aux_output = getattr(module, "aux_output", None), None
         if aux is None:
             return 0.0
@@ -104,30 +104,57 @@ class Stepper:
         if samples == 0:
             self._reset()
             return StepReport(False, math.nan, 0, math.nan, False)
+        self._reduce_gradients()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        # DDP averaged the gradients over ranks: x world / samples turns that into the mean over samples.
-        scale = self.context.world / samples
-        for p in self.params:
+        for p in self.params:  # summed over samples and ranks -> the mean over samples
             if p.grad is not None:
-                p.grad.mul_(scale)
+                p.grad.div_(samples)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip or math.inf))
         non_finite = bool(bad) or not math.isfinite(grad_norm)
         applied = False
-        if self.scaler is not None and not bad:
-            # fp16: an overflowing gradient is the scaler's business (it skips the step, lowers the scale).
+        if self.scaler is not None:
+            # fp16: the scaler skips an overflowing step and lowers its scale; update() must follow every
+            # unscale_(). A skipped step still counts as non-finite, so a run whose gradients never come
+            # back finite stops after trainer.max_bad_steps instead of shrinking the scale forever.
             scale_before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
+            if not bad:
+                self.scaler.step(self.optimizer)
             self.scaler.update()
-            applied = self.scaler.get_scale() >= scale_before
-            non_finite = False
+            applied = not bad and self.scaler.get_scale() >= scale_before
+            non_finite = not applied
         elif not non_finite:
             self.optimizer.step()
             applied = True
         if applied:
             self.scheduler.step()
+        self._sync_buffers()
         self._reset()
         return StepReport(applied, loss_sum / samples if not bad else math.nan, samples, grad_norm, non_finite)
+
+    def _reduce_gradients(self) -> None:
+        """Sum every gradient over ranks (a missing gradient counts as zero), in one flat buffer."""
+        if not self.context.enabled:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        offset = 0
+        for p, g in zip(self.params, grads):
+            p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+            offset += g.numel()
+
+    def _sync_buffers(self) -> None:
+        """BatchNorm running statistics from rank 0 (each rank saw only its share of the batch)."""
+        if self.context.enabled:
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
+    def broadcast_parameters(self) -> None:
+        """Start every rank from rank 0's weights."""
+        if self.context.enabled:
+            for tensor in [*self.model.parameters(), *self.model.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
 
     def state_dict(self) -> dict:
         return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}

@@ -85,8 +85,8 @@ def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device
     context = context or DistContext()
     batches = plan_batches(dataset, batch_size, seed, epoch, max_frames, sortagrad)[start:]
     if context.enabled:
-        if split_batches:  # a batch with fewer items than ranks cannot be shared: every rank must step
-            batches = [b[context.rank :: context.world] for b in batches if len(b) >= context.world]
+        if split_batches:  # a rank's share may be empty (a one-item batch): it then steps with zero gradients
+            batches = [b[context.rank :: context.world] for b in batches]
         else:
             batches = batches[context.rank :: context.world]
     if hasattr(dataset, "set_epoch"):
@@ -254,9 +254,9 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
     steps_per_epoch = math.ceil(len(plan(0)) / tc.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(tc.warmup_steps, tc.max_epochs * steps_per_epoch))
-    runner = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
-    stepper = Stepper(runner, optimizer, scheduler, device, tc.grad_clip, tc.precision, context)
+    stepper = Stepper(model, optimizer, scheduler, device, tc.grad_clip, tc.precision, context)
     start_epoch, position, step, best, bad_in_a_row, progress = 0, 0, 0, math.inf, 0, None
+    stepper.broadcast_parameters()  # the same start on every rank (a resume below loads the same file everywhere)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -311,7 +311,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
             position += 1
             skipped = batch["skipped"]
             if batch["inputs"] is not None:
-                result = stepper.accumulate(batch, sync=position % tc.grad_accum == 0 or position == last_position)
+                result = stepper.accumulate(batch)
                 skipped = skipped + result.skipped
                 progress["frames"] += int(batch["lengths"].sum())
             if skipped and context.is_main:

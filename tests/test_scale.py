@@ -37,8 +37,14 @@ def step_losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "steps.jsonl").read_text().splitlines()]
 
 
-def test_ddp_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    args = [f"{k}={v}" for k, v in {**DDP_RUN, "trainer.out_dir": str(tmp_path)}.items()]
+@pytest.mark.parametrize("batching", [
+    {},  # length buckets of at most 1600 frames
+    # 41 clips in batches of 8: each epoch ends with a one-clip batch, so rank 1's share is empty and it must
+    # still take part in the step (with zero gradients) rather than leave rank 0 waiting.
+    {"data.max_frames": 0, "data.args.train_size": 41},
+], ids=["buckets", "empty_share"])
+def test_ddp_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, batching):
+    args = [f"{k}={v}" for k, v in {**DDP_RUN, **batching, "trainer.out_dir": str(tmp_path)}.items()]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           str(REPO / "train.py"), "--no-eval", *args, "trainer.run_name=ddp"],
@@ -120,3 +126,25 @@ def test_step_log_tensorboard_and_plot(tmp_path, capsys):
     main(["plot", str(run_dir)])
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "curves.png" in capsys.readouterr().out
+
+
+def test_grad_scaler_path_survives_a_non_finite_loss_and_reports_it():
+    """The fp16 path (exercised with torch's CPU GradScaler, as fp16 itself needs CUDA): after a NaN loss the
+    scaler is updated, so the next step works, and a skipped step counts as non-finite for the run's guard."""
+    dataset = build_dataset("synthetic_actions", "train", {"train_size": 4, "frame_size": 16, "max_frames": 40})
+    model = create_model("frame_cnn_rnn", num_classes=len(dataset.labels), in_shape=(3, 16, 16), widths=(4, 8),
+                         feature_dim=16, encoder={"hidden_size": 8})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    stepper = Stepper(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+                      torch.device("cpu"))
+    stepper.scaler = torch.amp.GradScaler("cpu")
+    batch = collate([dataset[i] for i in range(4)])
+    before = [p.detach().clone() for p in model.parameters()]
+    poisoned = {**batch, "inputs": batch["inputs"] * float("nan")}
+    stepper.accumulate(poisoned)
+    bad = stepper.step()
+    assert bad.non_finite and not bad.applied
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # untouched
+    stepper.accumulate(batch)
+    good = stepper.step()  # would raise "unscale_() has already been called" without the update()
+    assert good.applied and not good.non_finite
