@@ -11,8 +11,10 @@ Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.au
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger("ctcrnn.train")
@@ -25,17 +27,25 @@ class TableLog:
         self.csv, self.jsonl, self.key = run_dir / f"{name}.csv", run_dir / f"{name}.jsonl", key
 
     def rows(self) -> list[dict]:
+        """The rows written so far; a torn last line (a kill or a full disk mid-write) is left out."""
         if not self.jsonl.exists():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
 
     def truncate(self, last: int) -> None:
-        """Keep the rows whose ``key`` is at most ``last`` (what the checkpoint being resumed had seen)."""
+        """Keep the rows whose ``key`` is at most ``last`` (what the checkpoint being resumed had seen); each
+        file is rewritten through a temp file and a rename, so a kill here loses no history."""
         kept = [row for row in self.rows() if row[self.key] <= last]
-        for path in (self.csv, self.jsonl):
-            path.unlink(missing_ok=True)
-        for row in kept:
-            self.write(row)
+        for path, text in ((self.jsonl, "".join(json.dumps(row) + "\n" for row in kept)), (self.csv, csv_text(kept))):
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
 
     def write(self, row: dict) -> None:
         new = not self.csv.exists()
@@ -69,6 +79,21 @@ class TensorBoardLog:
         self.writer.close()
 
 
+def csv_text(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def one_line(text: str) -> str:
+    """A field of skipped.tsv: tabs and line breaks inside an id or a reason would split its row."""
+    return " ".join(str(text).split())
+
+
 def record_skipped(run_dir: Path, epoch: int, skipped: list[tuple[str, str]], first: bool) -> None:
     """Every skipped sample goes to skipped.tsv; the log shows the first of each epoch."""
     path = run_dir / "skipped.tsv"
@@ -76,7 +101,7 @@ def record_skipped(run_dir: Path, epoch: int, skipped: list[tuple[str, str]], fi
     with open(path, "a") as f:
         if new:
             f.write("epoch\tid\treason\n")
-        f.writelines(f"{epoch}\t{sample_id}\t{reason}\n" for sample_id, reason in skipped)
+        f.writelines(f"{epoch}\t{one_line(sample_id)}\t{one_line(reason)}\n" for sample_id, reason in skipped)
     if first:
         log.warning("skipping %s: %s (all skipped samples are listed in %s)", *skipped[0], path)
 

@@ -150,6 +150,11 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
     return run_dir
 
 
+# Settings the batch plan of an epoch depends on: a mid-epoch resume must keep them.
+BATCH_PLAN_KEYS = {"data.batch_size", "data.max_frames", "data.sortagrad", "trainer.seed", "trainer.grad_accum",
+                   "data.name", "data.args", "data.train_split"}
+
+
 def run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
@@ -216,6 +221,11 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
             raise ValueError(f"{resume}: model.* overrides ({', '.join(changing)}) cannot change the architecture "
                              f"of a resumed run (its weights are for model.encoder {state['config']['model']['encoder']}"
                              f"): start a new run instead")
+        moving = [o for o in overrides if o.split("=", 1)[0].strip() in BATCH_PLAN_KEYS]
+        if moving and not state.get("epoch_done", True):
+            raise ValueError(f"{resume} stopped in the middle of an epoch, whose batches depend on "
+                             f"{', '.join(sorted(BATCH_PLAN_KEYS))}: overriding {', '.join(moving)} would make the "
+                             f"rest of it different batches; resume without them, or from an epoch-end checkpoint")
         cfg = config_from_dict(state["config"])
         for override in overrides:  # e.g. trainer.max_epochs=30 to extend a finished run
             apply_override(cfg, override)

@@ -130,3 +130,13 @@ def test_time_based_checkpoints(tmp_path, monkeypatch):
     assert not checkpointer.due(2)
     clock["now"] += 1
     assert checkpointer.due(3)
+
+
+def test_mid_epoch_resume_refuses_overrides_that_change_the_batches(tmp_path):
+    run_dir = train(load_config(None, tiny_config_overrides(tmp_path, **{"trainer.checkpoint_every_steps": 2,
+                                                                         "trainer.max_epochs": 1})))
+    mid_epoch = run_dir / "checkpoints" / "step-00000004.pt"
+    assert not load_checkpoint(mid_epoch)["epoch_done"]
+    with pytest.raises(ValueError, match="middle of an epoch.*data.batch_size=4"):
+        train(None, resume=mid_epoch, overrides=["data.batch_size=4"])
+    train(None, resume=run_dir, overrides=["trainer.max_epochs=2", "data.batch_size=4"])  # fine at an epoch end
