@@ -204,7 +204,11 @@ class Checkpointer:
             previous = self.run_dir / "last.pt"
             raise CheckpointError(f"could not write checkpoint {path}: {e}. The previous checkpoint "
                                   f"({previous}) is intact; free space and continue with --resume {self.run_dir}") from e
-        for old in sorted((self.run_dir / "checkpoints").glob("step-*.pt"))[: -self.keep]:
+        # Files of later steps belong to a future this run abandoned (it resumed from an older checkpoint):
+        # drop them, then keep the newest `keep` including the one just written.
+        others = [p for p in (self.run_dir / "checkpoints").glob("step-*.pt") if p != path]
+        later = [p for p in others if p.name > path.name]
+        for old in later + sorted(set(others) - set(later))[: max(0, len(others) - len(later) - (self.keep - 1))]:
             old.unlink(missing_ok=True)
         self.last_time = time.time()
         return path

@@ -140,3 +140,18 @@ def test_mid_epoch_resume_refuses_overrides_that_change_the_batches(tmp_path):
     with pytest.raises(ValueError, match="middle of an epoch.*data.batch_size=4"):
         train(None, resume=mid_epoch, overrides=["data.batch_size=4"])
     train(None, resume=run_dir, overrides=["trainer.max_epochs=2", "data.batch_size=4"])  # fine at an epoch end
+
+
+def test_keep_checkpoints_never_deletes_the_new_one_and_drops_an_abandoned_future(tmp_path):
+    from ctcrnn.trainer import Checkpointer
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in (3, 4, 9):  # 9: written by a life of the run that a resume from step 4 abandoned
+        (folder / f"step-{step:08d}.pt").write_bytes(b"old")
+    checkpointer = Checkpointer(tmp_path, keep=2, every_steps=1, every_minutes=0)
+    checkpointer.save({"step": 5, "model": {}})
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["step-00000004.pt", "step-00000005.pt"]
+    Checkpointer(tmp_path, keep=1, every_steps=1, every_minutes=0).save({"step": 6, "model": {}})
+    assert [p.name for p in folder.glob("*.pt")] == ["step-00000006.pt"]
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
