@@ -188,6 +188,10 @@ class Checkpointer:
             raise ValueError(f"trainer.keep_checkpoints must be at least 1, got {keep}")
         self.run_dir, self.keep, self.every_steps, self.every_minutes = run_dir, keep, every_steps, every_minutes
         self.last_time = time.time()
+        # Temp files of a write that a kill interrupted (one process writes here, so any found now are
+        # leftovers); a leftover hard link would otherwise pin an old checkpoint on disk for good.
+        for leftover in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:
+            leftover.unlink(missing_ok=True)
 
     def due(self, step: int) -> bool:
         return bool((self.every_steps and step % self.every_steps == 0) or

@@ -155,3 +155,15 @@ def test_keep_checkpoints_never_deletes_the_new_one_and_drops_an_abandoned_futur
     Checkpointer(tmp_path, keep=1, every_steps=1, every_minutes=0).save({"step": 6, "model": {}})
     assert [p.name for p in folder.glob("*.pt")] == ["step-00000006.pt"]
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
+
+
+def test_temp_files_of_an_interrupted_write_are_cleared_at_start(tmp_path):
+    from ctcrnn.trainer import Checkpointer
+
+    (tmp_path / "checkpoints").mkdir()
+    leftovers = [tmp_path / ".last.pt.1234.tmp", tmp_path / "checkpoints" / ".step-00000002.pt.abcd.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    (tmp_path / "keep.tmp").write_bytes(b"not ours")
+    Checkpointer(tmp_path, keep=1, every_steps=1, every_minutes=0)
+    assert not any(path.exists() for path in leftovers) and (tmp_path / "keep.tmp").exists()
