@@ -12,6 +12,17 @@ from ..registry import register_model
 from .common import encoder_with_cell, feature_bins
 
 
+def deepspeech2_model(entry: str, num_classes: int, in_shape, conv_channels: int, freq_kernels, freq_strides,
+                      time_kernels, time_strides, rnn: dict, encoder, cell: str | None) -> CTCModel:
+    """The DeepSpeech2 conv stack -> bidirectional RNN (``rnn``: cell, size, layers) -> CTC; shared by
+    the paper-size entry and the CPU-sized one."""
+    frontend = DeepSpeech2Conv(feature_bins(entry, in_shape), channels=conv_channels,
+                               freq_kernels=tuple(freq_kernels), freq_strides=tuple(freq_strides),
+                               time_kernels=tuple(time_kernels), time_strides=tuple(time_strides))
+    defaults = {**rnn, "bidirectional": True, "dropout": 0.0}
+    return CTCModel(frontend, encoder_with_cell(defaults, encoder, cell), num_classes)
+
+
 @register_model
 def deepspeech2(*, num_classes: int, in_shape: tuple[int] = (161,), cell: str | None = None,
                 conv_channels: int = 32, freq_kernels: tuple[int, ...] = (41, 21),
@@ -28,11 +39,8 @@ def deepspeech2(*, num_classes: int, in_shape: tuple[int] = (161,), cell: str | 
     directions (2048 features into layers 2-5) where deepspeech.pytorch sums them, and has no
     BatchNorm between RNN layers nor before the head. ``cell="gru"`` swaps in BiGRUs.
     """
-    frontend = DeepSpeech2Conv(feature_bins("deepspeech2", in_shape), channels=conv_channels,
-                               freq_kernels=tuple(freq_kernels), freq_strides=tuple(freq_strides),
-                               time_kernels=tuple(time_kernels), time_strides=tuple(time_strides))
-    defaults = {"cell": "lstm", "hidden_size": 1024, "num_layers": 5, "bidirectional": True, "dropout": 0.0}
-    return CTCModel(frontend, encoder_with_cell(defaults, encoder, cell), num_classes)
+    return deepspeech2_model("deepspeech2", num_classes, in_shape, conv_channels, freq_kernels, freq_strides,
+                             time_kernels, time_strides, {"cell": "lstm", "hidden_size": 1024, "num_layers": 5}, encoder, cell)
 
 
 @register_model
@@ -48,11 +56,8 @@ def deepspeech2_small(*, num_classes: int, in_shape: tuple[int] = (80,), cell: s
     About 2.4 M parameters at 80 bins, 2.1 M at 40 (29 classes). ``cell="lstm"`` swaps in BiLSTMs
     (about 3.2 M at 80 bins).
     """
-    frontend = DeepSpeech2Conv(feature_bins("deepspeech2_small", in_shape), channels=conv_channels,
-                               freq_kernels=tuple(freq_kernels), freq_strides=tuple(freq_strides),
-                               time_kernels=tuple(time_kernels), time_strides=tuple(time_strides))
-    defaults = {"cell": "gru", "hidden_size": 192, "num_layers": 3, "bidirectional": True, "dropout": 0.0}
-    return CTCModel(frontend, encoder_with_cell(defaults, encoder, cell), num_classes)
+    return deepspeech2_model("deepspeech2_small", num_classes, in_shape, conv_channels, freq_kernels, freq_strides,
+                             time_kernels, time_strides, {"cell": "gru", "hidden_size": 192, "num_layers": 3}, encoder, cell)
 
 
 @register_model
