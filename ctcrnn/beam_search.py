@@ -15,6 +15,11 @@ becoming a second copy; prefixes are identified by 62-bit rolling keys (:mod:`ct
 stays and K × C extensions of each utterance are then ranked by one ``topk``, and per-frame
 back-pointers give the label sequences at the end.
 
+Exact pruning. An extension of beam i by token c scores at most max_i(total_i + LM_i) + y_c + g, where
+g bounds what fusion can add for one token (:meth:`ctcrnn.fusion.LMFusion.max_gain`). If that bound is
+below the worst of the K stays, the extension cannot be kept, so each frame extends only the tokens that
+pass it (none, on most frames of peaky outputs, which then cost a handful of operations).
+
 Padding frames, and runs of frames skipped by ``skip_blank_threshold``, become single "blank only"
 frames: they can only move mass from pnb to pb, which is exactly what a blank does, so ``a _ a`` stays
 two tokens while the loop runs over fewer frames.
@@ -52,7 +57,8 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     Tokens considered per frame: all non-blank ones, or the ``token_prune_topk`` most probable, minus
     those below ``token_prune_threshold`` (a log-prob). Without fusion only the beam_size + 1 most
     probable can matter (a beam's k-th best extension is among them), so that cut is always applied and
-    loses nothing. Frames whose blank probability exceeds ``skip_blank_threshold`` (a probability) are
+    loses nothing; tokens whose score bound cannot beat a stay are left out too (exact, see above).
+    Frames whose blank probability exceeds ``skip_blank_threshold`` (a probability) are
     treated as certain blanks (only the blank transition, with its real log-prob).
     """
     if log_probs.dim() != 3 or lengths.shape != log_probs.shape[:1]:
@@ -65,10 +71,18 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     log_probs = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
                                 skip_blank_threshold)
     device, steps, beams = log_probs.device, log_probs.shape[1], beam_size
-    cand_tok, cand_lp, static_slot = _candidates(log_probs, blank, beams, token_prune_topk, token_prune_threshold,
-                                                 exact_cut=fusion is None)
-    width = cand_tok.shape[-1]
-    slot_ids = torch.arange(width, device=device).expand(batch, -1)
+    # Non-blank log-probs (B, T, V), -inf where pruned; at most `max_width` tokens are extended per frame.
+    # Without fusion only the beam_size + 1 most probable can matter (a beam's k-th best extension is
+    # among them), so that cut is always applied and loses nothing.
+    token_lp_all = log_probs.clone()
+    token_lp_all[..., blank] = -math.inf
+    if token_prune_threshold is not None:
+        token_lp_all.masked_fill_(token_lp_all < token_prune_threshold, -math.inf)
+    max_width = min(num_classes - 1, token_prune_topk or num_classes, beams + 1 if fusion is None else num_classes)
+    lowest = torch.finfo(dtype).min  # a live token must at least be finite
+    # Upper bound of the fusion score a token can add; with it an extension's score has a bound before it
+    # is computed, and the search only builds the extensions that could outscore a stay (exact).
+    gain_bound = fusion.max_gain() if fusion is not None else 0.0
     # Column V of every frame is -inf: the "last token" of the empty prefix points at it.
     log_probs = F.pad(log_probs, (0, 1), value=-math.inf)
     neg_inf = torch.tensor(-math.inf, dtype=dtype, device=device)
@@ -82,12 +96,12 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     key[:, 0] = 0                       # the empty prefix
     parent = torch.full_like(last, -2)  # -2 matches no key
     beam_ids = torch.arange(beams, device=device)
+    stay_source, no_token = beam_ids.expand(batch, -1), torch.full_like(last, -1)
     back_source, back_token = [], []    # per frame (B, K): the old beam each beam continues, token added or -1
     state = fusion.start(batch, beams, device) if fusion is not None else None
 
     for t in range(steps):
         frame = log_probs[:, t]                          # (B, V + 1)
-        tokens, token_lp = cand_tok[:, t], cand_lp[:, t]  # (B, C)
         total = torch.logaddexp(pb, pnb)
         last_lp = frame.gather(1, last)
         stay_pb = total + frame[:, blank:blank + 1]
@@ -100,21 +114,36 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         source = order.gather(1, at)
         grow = torch.where(last.gather(1, source) == last, pb.gather(1, source), total.gather(1, source))
         stay_pnb = torch.where(merged, torch.logaddexp(stay_pnb, grow + last_lp), stay_pnb)
+        stay_score = torch.logaddexp(stay_pb, stay_pnb)
+        reached = total
+        if state is not None:
+            stay_score, reached = stay_score + lm_acc, total + lm_acc
+
+        # Extension (i, c) scores at most max_i(total_i + lm_acc_i) + y_c + gain_bound; below the worst of
+        # the K stays it cannot be kept. The frame's candidates: the `width` most probable tokens, where
+        # width is the largest number of live tokens in any utterance.
+        token_lp = token_lp_all[:, t]
+        floor = (stay_score.amin(1) - reached.amax(1) - gain_bound).clamp_(min=lowest)
+        width = min(int((token_lp >= floor.unsqueeze(1)).sum(1).max()), max_width)
+        if width == 0:  # every beam stays as it is: a blank or a repeat
+            pb, pnb = stay_pb, stay_pnb
+            back_source.append(stay_source)
+            back_token.append(no_token)
+            continue
+        token_lp, tokens = token_lp.topk(width, dim=1, sorted=False)  # (B, C)
 
         # Extensions (B, K, C): total + y_c, but pb + y_c for the beam's own last token (at its slot).
-        slot = hashing.take(static_slot, last) if static_slot is not None else \
-            torch.full((batch, num_classes + 1), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
+        slot_ids = torch.arange(width, device=device).expand(batch, -1)
+        slot = torch.full((batch, num_classes + 1), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
         has_slot = slot >= 0
         slot = slot.clamp_(min=0)
         ext_am = total.unsqueeze(2) + token_lp.unsqueeze(1)
         own = beam_ids * width + slot
         flat_am = ext_am.view(batch, -1)
         flat_am.scatter_(1, own, torch.where(has_slot, pb + token_lp.gather(1, slot), flat_am.gather(1, own)))
-        stay_score = torch.logaddexp(stay_pb, stay_pnb)
         ext_score = ext_am
         if state is not None:
             delta = state.extension_scores(tokens).to(dtype)
-            stay_score = stay_score + lm_acc
             ext_score = ext_am + (lm_acc.unsqueeze(2) + delta)
         scores = torch.cat([stay_score, ext_score.reshape(batch, -1)], 1)
         # The extension merged above must not also stand as a beam of its own: it sits in row i of the
@@ -128,7 +157,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         flat = (chosen - beams).clamp_(min=0)
         source = torch.where(extended, flat // width, chosen)
         new_token = torch.where(extended, tokens.gather(1, flat % width), -1)
-        pnb = torch.where(extended, ext_am.reshape(batch, -1).gather(1, flat), stay_pnb.gather(1, source))
+        pnb = torch.where(extended, flat_am.gather(1, flat), stay_pnb.gather(1, source))
         pnb.masked_fill_(invalid, -math.inf)
         pb = torch.where(extended, neg_inf, stay_pb.gather(1, source)).masked_fill_(invalid, -math.inf)
         if state is not None:
@@ -181,31 +210,6 @@ def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     blank_only |= torch.arange(out.shape[1], device=out.device).unsqueeze(0) >= count.unsqueeze(1)
     out[..., blank] = torch.where(blank_only, run_blank, out[..., blank])
     return out
-
-
-def _candidates(log_probs: torch.Tensor, blank: int, beams: int, topk: int | None, threshold: float | None,
-                exact_cut: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Candidate tokens (B, T, C) of every frame, their log-probs (B, T, C) (-inf where pruned) and, when
-    the candidates are all non-blank tokens in every frame, each token's slot (V + 1,) (-1: blank, none)."""
-    batch, steps, num_classes = log_probs.shape
-    width = num_classes - 1
-    if exact_cut:
-        width = min(width, beams + 1)
-    if topk is not None:
-        width = min(width, topk)
-    static_slot = None
-    if width < num_classes - 1:
-        nonblank_lp = log_probs.clone()
-        nonblank_lp[..., blank] = -math.inf
-        cand_lp, cand_tok = nonblank_lp.topk(width, dim=-1)
-    else:
-        nonblank = torch.tensor([c for c in range(num_classes) if c != blank], device=log_probs.device)
-        cand_tok, cand_lp = nonblank.expand(batch, steps, -1), log_probs[..., nonblank]
-        static_slot = torch.full((num_classes + 1,), -1, device=log_probs.device)
-        static_slot[nonblank] = torch.arange(len(nonblank), device=log_probs.device)
-    if threshold is not None:
-        cand_lp = cand_lp.masked_fill(cand_lp < threshold, -math.inf)
-    return cand_tok, cand_lp, static_slot
 
 
 def _extend_key(key: torch.Tensor, token: torch.Tensor, base: int) -> torch.Tensor:

@@ -93,6 +93,19 @@ class LMFusion:
             self._tables[device] = {name: value.to(device) for name, value in t.items()}
         return self._tables[device]
 
+    def max_gain(self) -> float:
+        """An upper bound of what appending one token can add to a beam's fusion score (inf if none is
+        known), so that the search can leave out tokens that cannot win. Token unit: the LM term and the
+        bonus, plus at most one hotword share; word unit: 0 (an empty word closes for free), a hotword
+        share, or a closing word's bonus and LM term. Lexicon terms are never positive."""
+        if self.lm_weight < 0 or self.hotword_bonus < 0:
+            return math.inf
+        lm = self.lm_weight * self.lm.max_log_prob() if self.lm is not None else 0.0
+        hot = self.hotword_bonus if self.hotwords is not None else 0.0
+        if self.unit == "token":
+            return lm + self.word_bonus + hot
+        return max(0.0, hot, self.word_bonus + lm)
+
     def start(self, batch: int, beams: int, device: torch.device) -> FusionState:
         return FusionState(self, batch, beams, device)
 
@@ -128,20 +141,32 @@ class FusionState:
     def extension_scores(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, K, C) score change of appending ``tokens`` (B, C) to each beam; -inf where not allowed."""
         f, t = self.f, self.t
-        if f.lm is not None and f.unit == "token":
-            delta = hashing.take(self.cache.view(-1), (self.row * len(f.labels)).unsqueeze(-1) + tokens.unsqueeze(1))
+        num_labels = len(f.labels)
+        token_lm = f.lm is not None and f.unit == "token"
+        if token_lm:  # one gather from the (LM state, token) cache
+            delta = _table_lookup(self.cache, self.row, tokens)
+        elif "step" in t:  # one gather from the (trie node, token) table
+            delta = _table_lookup(t["step"].view(-1, num_labels), self.node, tokens)
+            if f.unit == "token":
+                delta += f.word_bonus
         else:  # the per-token bonus of a token unit without an LM
             bonus = f.word_bonus if f.unit == "token" else 0.0
             delta = torch.full((*self.shape, tokens.shape[-1]), bonus, device=self.device)
-        if f.track_words:
-            grow = 0.0
-            if "step" in t:  # one gather from the (node, token) table: (B, K, C)
-                grow = hashing.take(t["step"], (self.node * len(f.labels)).unsqueeze(-1) + tokens.unsqueeze(1))
-            if f.hotwords is not None:
-                grow = grow - self.hot.unsqueeze(-1)
-            # The delimiter does not grow the word: it closes it.
-            delimiter = (tokens == f.delimiter).unsqueeze(1)
-            delta = delta + torch.where(delimiter, self._closing().unsqueeze(-1), grow)
+        if not f.track_words:
+            return delta
+        if token_lm and "step" in t:
+            delta += _table_lookup(t["step"].view(-1, num_labels), self.node, tokens)
+        if f.hotwords is not None:
+            delta -= self.hot.unsqueeze(-1)
+        # The delimiter does not grow the word, it closes it (the LM lookups only when it is a candidate).
+        is_delimiter = tokens == f.delimiter
+        if bool(is_delimiter.any()):
+            if token_lm:  # the token LM's score of the delimiter itself
+                closing = hashing.take(self.cache.view(-1), self.row * num_labels + f.delimiter)
+            else:
+                closing = torch.full(self.shape, f.word_bonus if f.unit == "token" else 0.0, device=self.device)
+            closing = closing + self._closing()
+            delta = torch.where(is_delimiter.unsqueeze(1), closing.unsqueeze(-1), delta)
         return delta
 
     def final_scores(self) -> torch.Tensor:
@@ -175,8 +200,9 @@ class FusionState:
                 hot = self.hot.gather(1, source)
                 self.hot = torch.where(grows, hashing.take(t["hot_potential"], grown), torch.where(closes, 0.0, hot))
             self.node = node  # _close_words reads the word being closed from self.node
-            if f.lm is not None and f.unit == "word" and bool(closes.any()):
-                self._close_words(closes)
+            closes_word = closes & (node != 0)  # a delimiter after a delimiter closes no word
+            if f.lm is not None and f.unit == "word" and bool(closes_word.any()):
+                self._close_words(closes_word)
             self.node = torch.where(grows, grown, torch.where(closes, 0, node))
         if f.lm is not None and f.unit == "token":
             row = self.row.gather(1, source)
@@ -236,6 +262,17 @@ class FusionState:
         self.cache_keys = keys
         self.cache_table, order = hashing.sorted_keys(keys)
         self.cache_row = hashing.align(torch.arange(len(keys), device=keys.device), order)
+
+
+def _table_lookup(table: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, K, C) entries ``table[rows[b, k], tokens[b, c]]`` of a (N, V) table. When the C tokens are a
+    good share of the V columns, whole rows first and then the columns (faster on CPU than one gather at
+    broadcast flat indices); otherwise flat indices, so that few candidates never copy long rows."""
+    width = table.shape[1]
+    if width > 2 * tokens.shape[-1]:
+        return hashing.take(table.view(-1), (rows * width).unsqueeze(-1) + tokens.unsqueeze(1))
+    picked = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
+    return picked.gather(2, tokens.unsqueeze(1).expand(-1, rows.shape[1], -1))
 
 
 def _gather_beams(values: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

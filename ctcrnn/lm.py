@@ -115,6 +115,15 @@ class NGramLM:
             result = torch.where(found, hashing.take(logp, at) + backoff_sums[..., n - 1], result)
         return result
 
+    def max_log_prob(self) -> float:
+        """An upper bound of every :meth:`score`: the largest listed log-prob plus every positive back-off
+        (ARPA files may hold back-off weights above 1)."""
+        tables = self._tables_on(torch.device("cpu"))
+        # n-gram tables (n ≥ 2) end with the sentinel's dummy entry, which is no n-gram.
+        listed = [logp if keys is None else logp[:-1] for keys, logp, _ in tables]
+        best = max(float(logp[torch.isfinite(logp)].max()) for logp in listed if torch.isfinite(logp).any())
+        return best + sum(max(0.0, float(bo.max())) for _, _, bo in tables[:-1])
+
     def log_prob(self, word: str, context: Sequence[str] = ()) -> float:
         """Natural-log P(word | context) for words given as strings (``<s>`` may start the context)."""
         ids = [-1] * (self.order - 1) + self.word_ids(context)

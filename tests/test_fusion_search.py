@@ -1,0 +1,129 @@
+"""The fused beam search against a textbook one: prefixes in dicts, one token at a time, ranked by
+acoustic score plus a fusion score computed from each prefix's text by plain Python (word or token LM,
+word bonus, lexicon, hotwords). The two must keep the same prefixes with the same scores, which checks
+the vectorised fusion bookkeeping and the search's score-bound token pruning, which must lose nothing."""
+import math
+
+import pytest
+import torch
+
+from ctcrnn.decoding import prefix_beam_search
+from ctcrnn.lm import build_ngram_lm
+
+LABELS = ["-", "a", "c", "o", "t", "|"]
+BAR = 5
+SENTENCES = [["cat", "cat"], ["a", "cat"], ["to", "cat", "at"], ["tot", "a", "oat"], ["cat", "to", "a"]]
+
+
+def fusion_score(tokens: tuple[int, ...], *, lm=None, unit="word", lm_weight=0.0, word_bonus=0.0,
+                 lexicon=None, hotwords=None, hotword_bonus=0.0, final=False) -> float:
+    """The fusion score ctcrnn documents, from the text of a label prefix."""
+    def lm_term(units):
+        if lm is None:
+            return 0.0
+        context, total = ["<s>"], 0.0
+        for u in units:
+            total += lm.log_prob(u if u in lm.index else "<unk>", context[-(lm.order - 1):])
+            context.append(u)
+        return lm_weight * total
+
+    text = "".join(LABELS[t] if t != BAR else " " for t in tokens)
+    pieces = text.split(" ")
+    closed, partial = [w for w in pieces[:-1] if w], pieces[-1]
+    if final and partial:
+        closed, partial = closed + [partial], ""
+    if unit == "token":  # every label is an LM unit and earns the bonus, the delimiter too
+        units = [LABELS[t] for t in tokens]
+        score = lm_term(units + (["</s>"] if final else [])) + word_bonus * len(units)
+    else:
+        score = lm_term(closed + (["</s>"] if final else [])) + word_bonus * len(closed)
+    if lexicon is not None:
+        if any(w not in lexicon for w in closed) or not any(w.startswith(partial) for w in lexicon):
+            return -math.inf
+    if hotwords is not None:
+        score += hotword_bonus * sum(w in hotwords for w in closed)
+        score += max([hotword_bonus * len(partial) / len(h) for h in hotwords if partial and h.startswith(partial)],
+                     default=0.0)
+    return score
+
+
+def _lse(a: float, b: float) -> float:
+    return max(a, b) + math.log1p(math.exp(-abs(a - b))) if max(a, b) > -math.inf else -math.inf
+
+
+def textbook_fused_search(log_probs: torch.Tensor, beam: int, **fusion) -> list[tuple[tuple[int, ...], float]]:
+    """Prefix beam search over (T, V) log-probs ranking prefixes by acoustic + fusion score."""
+    beams = {(): (0.0, -math.inf)}
+    for frame in log_probs.tolist():
+        new: dict[tuple[int, ...], list[float]] = {}
+
+        def add(prefix, pb, pnb):
+            old = new.setdefault(prefix, [-math.inf, -math.inf])
+            old[0], old[1] = _lse(old[0], pb), _lse(old[1], pnb)
+
+        for prefix, (pb, pnb) in beams.items():
+            total = _lse(pb, pnb)
+            add(prefix, total + frame[0], -math.inf)
+            if prefix:
+                add(prefix, -math.inf, pnb + frame[prefix[-1]])
+            for c in range(1, len(frame)):
+                add(prefix + (c,), -math.inf, (pb if prefix and prefix[-1] == c else total) + frame[c])
+        ranked = sorted(new.items(), key=lambda item: -(_lse(*item[1]) + fusion_score(item[0], **fusion)))
+        beams = {prefix: tuple(s) for prefix, s in ranked[:beam]}
+    final = [(prefix, _lse(*s) + fusion_score(prefix, final=True, **fusion)) for prefix, s in beams.items()]
+    return sorted([f for f in final if f[1] > -math.inf], key=lambda item: -item[1])
+
+
+def random_log_probs(steps: int, seed: int, peaky: bool) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    logits = 2.0 * torch.randn(steps, len(LABELS), generator=g, dtype=torch.float64)
+    if peaky:  # blank on most frames, a confident label on about a third of them
+        logits[:, 0] += 4
+        spikes = (torch.rand(steps, generator=g) < 0.35).nonzero().flatten()
+        logits[spikes, torch.randint(1, len(LABELS), (len(spikes),), generator=g)] += 7
+    return logits.log_softmax(-1).unsqueeze(0)
+
+
+WORD_LM = build_ngram_lm(SENTENCES, order=3)
+TOKEN_LM = build_ngram_lm([list("|".join(s)) for s in SENTENCES], order=3)
+LEXICON = {"cat", "a", "at", "to", "tot", "oat"}
+SETTINGS = {
+    "word LM + bonus": dict(lm=WORD_LM, lm_weight=0.7, word_bonus=0.5),
+    "word LM + lexicon": dict(lm=WORD_LM, lm_weight=1.2, word_bonus=-0.2, lexicon=LEXICON),
+    "lexicon + hotwords": dict(lexicon=LEXICON, hotwords={"cat", "oat"}, hotword_bonus=1.5),
+    "word LM + hotwords": dict(lm=WORD_LM, lm_weight=0.5, hotwords={"tot"}, hotword_bonus=2.0),
+    "token LM + bonus": dict(lm=TOKEN_LM, unit="token", lm_weight=0.8, word_bonus=0.3),
+    "token LM + lexicon": dict(lm=TOKEN_LM, unit="token", lm_weight=0.5, word_bonus=0.4, lexicon=LEXICON),
+}
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+@pytest.mark.parametrize("beam", [2, 4])
+@pytest.mark.parametrize("peaky", [False, True])
+def test_fused_search_equals_the_textbook_search(name, beam, peaky):
+    fusion = SETTINGS[name]
+    options = dict(fusion, lm_unit=fusion.get("unit", "word"))
+    options.pop("unit", None)
+    for seed in range(3):
+        log_probs = random_log_probs(9, seed=seed + 10 * beam, peaky=peaky)
+        expected = textbook_fused_search(log_probs[0], beam, **fusion)
+        got = prefix_beam_search(log_probs, torch.tensor([9]), beam, nbest=beam, labels=LABELS, word_delimiter=BAR,
+                                 timestamps=False, **options)[0]
+        got = [(tuple(h.tokens), h.score) for h in got if h.score > -math.inf]
+        assert [p for p, _ in got] == [p for p, _ in expected], (name, seed)
+        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-4)
+
+
+def test_a_delimiter_after_a_delimiter_closes_no_word():
+    """'|cat' and 'cat||cat' score like 'cat' and 'cat cat': an empty word adds nothing to the LM context."""
+    for text in ("|cat", "cat||cat", "cat|"):
+        tokens = [LABELS.index(c) for c in text]
+        rows = torch.full((2 * len(tokens), len(LABELS)), -8.0, dtype=torch.float64)
+        rows[1::2, 0] = 0.0
+        rows[0::2][torch.arange(len(tokens)), tokens] = 0.0
+        log_probs = rows.log_softmax(-1).unsqueeze(0)
+        hyp = prefix_beam_search(log_probs, torch.tensor([rows.shape[0]]), 4, labels=LABELS, word_delimiter=BAR,
+                                 lm=WORD_LM, lm_weight=1.0, timestamps=False)[0][0]
+        assert hyp.tokens == tokens
+        assert hyp.lm_score == pytest.approx(fusion_score(tuple(tokens), lm=WORD_LM, lm_weight=1.0, final=True),
+                                             abs=1e-5)
