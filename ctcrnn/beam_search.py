@@ -71,14 +71,15 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     log_probs = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
                                 skip_blank_threshold)
     device, steps, beams = log_probs.device, log_probs.shape[1], beam_size
-    # Non-blank log-probs (B, T, V), -inf where pruned; at most `max_width` tokens are extended per frame.
-    # Without fusion only the beam_size + 1 most probable can matter (a beam's k-th best extension is
-    # among them), so that cut is always applied and loses nothing.
-    token_lp_all = log_probs.clone()
-    token_lp_all[..., blank] = -math.inf
-    if token_prune_threshold is not None:
-        token_lp_all.masked_fill_(token_lp_all < token_prune_threshold, -math.inf)
+    # At most `max_width` tokens are extended per frame. Without fusion only the beam_size + 1 most
+    # probable can matter (a beam's k-th best extension is among them), so that cut is always applied and
+    # loses nothing. A cut below V - 1 is taken for all frames at once: (B, T, C) candidates, most
+    # probable first (-inf where pruned), so that a frame's live tokens are a prefix of its row.
     max_width = min(num_classes - 1, token_prune_topk or num_classes, beams + 1 if fusion is None else num_classes)
+    cand_lp = cand_tok = None
+    if max_width < num_classes - 1:
+        cand_lp, cand_tok = _top_tokens(log_probs, blank, max_width, token_prune_threshold)
+    blank_id = torch.tensor([blank], device=log_probs.device)
     lowest = torch.finfo(dtype).min  # a live token must at least be finite
     # Upper bound of the fusion score a token can add; with it an extension's score has a bound before it
     # is computed, and the search only builds the extensions that could outscore a stay (exact).
@@ -122,7 +123,12 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         # Extension (i, c) scores at most max_i(total_i + lm_acc_i) + y_c + gain_bound; below the worst of
         # the K stays it cannot be kept. The frame's candidates: the `width` most probable tokens, where
         # width is the largest number of live tokens in any utterance.
-        token_lp = token_lp_all[:, t]
+        if cand_lp is not None:
+            token_lp = cand_lp[:, t]
+        else:  # every non-blank token of the frame
+            token_lp = frame[:, :num_classes].index_fill(1, blank_id, -math.inf)
+            if token_prune_threshold is not None:
+                token_lp.masked_fill_(token_lp < token_prune_threshold, -math.inf)
         floor = (stay_score.amin(1) - reached.amax(1) - gain_bound).clamp_(min=lowest)
         width = min(int((token_lp >= floor.unsqueeze(1)).sum(1).max()), max_width)
         if width == 0:  # every beam stays as it is: a blank or a repeat
@@ -130,7 +136,10 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
             back_source.append(stay_source)
             back_token.append(no_token)
             continue
-        token_lp, tokens = token_lp.topk(width, dim=1, sorted=False)  # (B, C)
+        if cand_lp is not None:
+            token_lp, tokens = token_lp[:, :width], cand_tok[:, t, :width]  # (B, C)
+        else:
+            token_lp, tokens = token_lp.topk(width, dim=1, sorted=False)
 
         # Extensions (B, K, C): total + y_c, but pb + y_c for the beam's own last token (at its slot).
         slot_ids = torch.arange(width, device=device).expand(batch, -1)
@@ -210,6 +219,18 @@ def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     blank_only |= torch.arange(out.shape[1], device=out.device).unsqueeze(0) >= count.unsqueeze(1)
     out[..., blank] = torch.where(blank_only, run_blank, out[..., blank])
     return out
+
+
+def _top_tokens(log_probs: torch.Tensor, blank: int, width: int,
+                threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``width`` most probable non-blank tokens of every frame, most probable first: log-probs
+    (B, T, C) (-inf below ``threshold``) and ids (B, T, C). One topk over (B, T, V), no copy of it."""
+    lp, tok = log_probs.topk(min(width + 1, log_probs.shape[-1]), dim=-1)
+    lp = lp.masked_fill(tok == blank, -math.inf)
+    if threshold is not None:
+        lp.masked_fill_(lp < threshold, -math.inf)
+    lp, order = lp.sort(dim=-1, descending=True, stable=True)  # the blank, if it was in, goes last
+    return lp[..., :width], tok.gather(-1, order)[..., :width]
 
 
 def _extend_key(key: torch.Tensor, token: torch.Tensor, base: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .alignment import forced_align_segments, frame_labels_from_segments
 from .checkpoint import load_checkpoint, model_from_checkpoint
@@ -43,6 +44,11 @@ def frames_from_transcript(log_probs: torch.Tensor, transcript: list[int], num_i
     return to_input_frames(frame_labels_from_segments(segments, log_probs.shape[0]), num_input, stride)
 
 
+# Clips per beam-search call: ctcrnn's search costs mostly per frame, whatever the number of clips, so
+# evaluation gathers several model batches before decoding (benchmarks/README.md: decoders).
+DECODE_BATCH = 256
+
+
 def run_model(model, dataset, batch_size: int, device: torch.device, num_workers: int = 0,
               decoder=None, keep_log_probs: bool = False, unreadable: list | None = None,
               max_frames: int = 0) -> list[dict]:
@@ -52,15 +58,24 @@ def run_model(model, dataset, batch_size: int, device: torch.device, num_workers
     appended to ``unreadable`` as (id, reason)."""
     model.to(device)
     results = []
+    pending = []  # (row, its (T', V) log-probs): clips waiting for the beam search
+
+    def decode_pending():
+        if pending:
+            log_probs = pad_sequence([clip for _, clip in pending], batch_first=True)
+            lengths = torch.tensor([clip.shape[0] for _, clip in pending])
+            for (row, _), nbest in zip(pending, decoder(log_probs, lengths)):
+                row["beam"] = nbest[0].tokens
+            pending.clear()
+
     loader = make_loader(dataset, batch_size, num_workers, device, max_frames=max_frames)
     for batch, log_probs, out_lengths, hyps in predict(model, loader, device, unreadable):
-        beams = decoder(log_probs, out_lengths) if decoder is not None else None
         for i, sample_id in enumerate(batch["ids"]):
             row = {"id": sample_id, "ref": batch["targets"][i], "hyp": hyps[i]}
             if "texts" in batch:
                 row["text"] = batch["texts"][i]
-            if beams is not None:
-                row["beam"] = beams[i][0].tokens
+            if decoder is not None:
+                pending.append((row, log_probs[i, : int(out_lengths[i])]))
             if keep_log_probs:
                 row["log_probs"] = log_probs[i, : int(out_lengths[i])]
             if "frame_labels" in batch:
@@ -71,6 +86,9 @@ def run_model(model, dataset, batch_size: int, device: torch.device, num_workers
                 row["segmentation_frames"] = frames_from_transcript(clip, hyps[i], num_input, stride)
                 row["alignment_frames"] = frames_from_transcript(clip, row["ref"], num_input, stride)
             results.append(row)
+        if len(pending) >= DECODE_BATCH:
+            decode_pending()
+    decode_pending()
     return results
 
 
@@ -213,11 +231,19 @@ def write_skipped(out_dir: Path, unreadable: list | None) -> None:
             f.writelines(f"{sample_id}\t{reason}\n" for sample_id, reason in unreadable)
 
 
+DECODERS = ("ctcrnn", "flashlight", "pyctcdecode")
+
+
 def make_decoder(labels: list[str], beam_size: int, lm: str | None = None, lm_weight: float = 0.5,
                  word_bonus: float = 0.0, lexicon: str | None = None, word_delimiter: str | None = None,
-                 ) -> BeamSearchDecoder:
+                 engine: str = "ctcrnn"):
     """A beam-search decoder for a checkpoint's labels; ``lexicon`` is a file with one word per line and
-    ``word_delimiter`` the label that separates words (e.g. "|"), if the labels spell words."""
+    ``word_delimiter`` the label that separates words (e.g. "|"), if the labels spell words. ``engine``:
+    ctcrnn's own search, or flashlight-text / pyctcdecode behind the same interface (``pip install
+    'ctcrnn[decoders]'``); on a CPU flashlight is the faster choice for a word LM with a lexicon on
+    small batches (benchmarks/README.md)."""
+    if engine not in DECODERS:
+        raise ValueError(f"unknown decoder {engine!r}: choose one of {', '.join(DECODERS)}")
     words = None
     if lexicon:
         words = [w for w in Path(lexicon).read_text().split() if w]
@@ -228,8 +254,17 @@ def make_decoder(labels: list[str], beam_size: int, lm: str | None = None, lm_we
         if word_delimiter not in labels:
             raise ValueError(f"word delimiter {word_delimiter!r} is not a label of this model: {labels[:12]}...")
         delimiter = labels.index(word_delimiter)
-    return BeamSearchDecoder(beam_size, labels=labels, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
-                             lexicon=words, word_delimiter=delimiter, timestamps=False)
+    options = dict(beam_size=beam_size, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
+                   word_delimiter=delimiter, timestamps=False)
+    if engine == "flashlight":
+        from .external_decoders import FlashlightDecoder
+        return FlashlightDecoder(labels, lexicon=words, **options)
+    if engine == "pyctcdecode":
+        if words is not None:
+            raise ValueError("pyctcdecode has no lexicon constraint: drop --lexicon or pick another decoder")
+        from .external_decoders import PyCTCDecoder
+        return PyCTCDecoder(labels, **options)
+    return BeamSearchDecoder(labels=labels, lexicon=words, **options)
 
 
 def with_word_delimiter(options: dict, input_spec: dict) -> dict:
@@ -242,6 +277,8 @@ def with_word_delimiter(options: dict, input_spec: dict) -> dict:
 
 def describe_decoder(options: dict) -> str:
     text = f"beam {options['beam_size']}"
+    if options.get("engine", "ctcrnn") != "ctcrnn":
+        text = f"{options['engine']} {text}"
     if options.get("lm"):
         text += f", LM {Path(options['lm']).name} weight {options.get('lm_weight', 0.5)}"
     if options.get("word_bonus"):

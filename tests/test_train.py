@@ -1,4 +1,5 @@
 """End to end: a tiny SyntheticActions run trains, checkpoints, resumes exactly, and evaluates."""
+import importlib.util
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from ctcrnn.data import build_dataset, collate
 from ctcrnn.decoding import greedy_decode
 from ctcrnn.metrics import error_rate
 from ctcrnn.registry import create_model
+from ctcrnn import evaluate as evaluate_module
 from ctcrnn import trainer as trainer_module
 from ctcrnn.trainer import train
 
@@ -170,7 +172,7 @@ def test_cli_train_then_evaluate_writes_reports(tmp_path, capsys):
     assert len((tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()) == 9
 
 
-def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys):
+def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch):
     """lm build writes an ARPA file from transcripts, evaluate --beam reports beam search beside greedy,
     tune-lm scores the whole grid on the validation split and picks its best pair."""
     main(["train", "--no-eval", *tiny_config_overrides(tmp_path, **{"trainer.max_epochs": 1})])
@@ -187,6 +189,11 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys):
     assert set(summary["beam"]) == {"ter", "transcript_exact", "decoder"} and "beam 8, LM lm.arpa" in summary["beam"]["decoder"]
     header = (tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()[0].split("\t")
     assert header == ["id", "reference", "hypothesis", "edits", "beam_hypothesis", "beam_edits"]
+    # Evaluation decodes several model batches at once; any grouping gives the same hypotheses.
+    monkeypatch.setattr(evaluate_module, "DECODE_BATCH", 3)
+    main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "ev3"),
+          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--batch-size", "2"])
+    assert (tmp_path / "ev3" / "hypotheses.tsv").read_text() == (tmp_path / "ev" / "hypotheses.tsv").read_text()
     capsys.readouterr()
     main(["tune-lm", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa"), "--beam", "4",
           "--lm-weights", "0,1", "--word-bonuses", "0,0.5", "--out", str(tmp_path / "grid.json")])
@@ -196,6 +203,16 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys):
     assert "best: --lm-weight" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="add --beam"):
         main(["evaluate", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa")])
+    # The same evaluation through another engine; pyctcdecode refuses a lexicon (it has no such constraint).
+    (tmp_path / "words.txt").write_text("\n".join(names[1:]))
+    with pytest.raises(SystemExit, match="no lexicon constraint"):
+        main(["evaluate", "--checkpoint", str(run / "best.pt"), "--beam", "4", "--decoder", "pyctcdecode",
+              "--lexicon", str(tmp_path / "words.txt")])
+    if importlib.util.find_spec("flashlight") is not None:
+        main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "fl"),
+              "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--decoder", "flashlight"])
+        flashlight = json.loads((tmp_path / "fl" / "summary.json").read_text())["beam"]
+        assert flashlight["decoder"].startswith("flashlight beam 8, LM lm.arpa") and 0 <= flashlight["ter"] <= 100
 
 
 @pytest.mark.parametrize("args, message", [
