@@ -84,15 +84,15 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     # Upper bound of the fusion score a token can add; with it an extension's score has a bound before it
     # is computed, and the search only builds the extensions that could outscore a stay (exact).
     gain_bound = fusion.max_gain() if fusion is not None else 0.0
-    # Column V of every frame is -inf: the "last token" of the empty prefix points at it.
-    log_probs = F.pad(log_probs, (0, 1), value=-math.inf)
     neg_inf = torch.tensor(-math.inf, dtype=dtype, device=device)
 
     pb = torch.full((batch, beams), -math.inf, dtype=dtype, device=device)
     pb[:, 0] = 0.0  # the empty prefix
     pnb = torch.full_like(pb, -math.inf)
     lm_acc = torch.zeros_like(pb)
-    last = torch.full((batch, beams), num_classes, dtype=torch.long, device=device)
+    # The empty prefix has no last token; "blank" stands in: its pnb is -inf, so it never continues a
+    # repeat, and the blank is never a candidate, so no extension takes it for a repeat either.
+    last = torch.full((batch, beams), blank, dtype=torch.long, device=device)
     key = torch.full_like(last, -1)     # invalid beams: -1, never a parent key
     key[:, 0] = 0                       # the empty prefix
     parent = torch.full_like(last, -2)  # -2 matches no key
@@ -102,7 +102,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     state = fusion.start(batch, beams, device) if fusion is not None else None
 
     for t in range(steps):
-        frame = log_probs[:, t]                          # (B, V + 1)
+        frame = log_probs[:, t]                          # (B, V)
         total = torch.logaddexp(pb, pnb)
         last_lp = frame.gather(1, last)
         stay_pb = total + frame[:, blank:blank + 1]
@@ -126,7 +126,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         if cand_lp is not None:
             token_lp = cand_lp[:, t]
         else:  # every non-blank token of the frame
-            token_lp = frame[:, :num_classes].index_fill(1, blank_id, -math.inf)
+            token_lp = frame.index_fill(1, blank_id, -math.inf)
             if token_prune_threshold is not None:
                 token_lp.masked_fill_(token_lp < token_prune_threshold, -math.inf)
         floor = (stay_score.amin(1) - reached.amax(1) - gain_bound).clamp_(min=lowest)
@@ -143,7 +143,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
 
         # Extensions (B, K, C): total + y_c, but pb + y_c for the beam's own last token (at its slot).
         slot_ids = torch.arange(width, device=device).expand(batch, -1)
-        slot = torch.full((batch, num_classes + 1), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
+        slot = torch.full((batch, num_classes), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
         has_slot = slot >= 0
         slot = slot.clamp_(min=0)
         ext_am = total.unsqueeze(2) + token_lp.unsqueeze(1)
