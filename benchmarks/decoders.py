@@ -7,6 +7,7 @@ error rate (TER, %) against the true transcripts.
     python benchmarks/decoders.py [--batch 16] [--steps 500] [--vocab 29 1296] [--beams 8 16 64]
                                   [--lm none 3gram] [--decoders ctcrnn flashlight pyctcdecode]
                                   [--token-topk K] [--skip-blank 0.999] [--threads 1] [--repeats 1]
+                                  [--blank-margin 3]
 
 Two label sets: V = 29 (blank, a-z, apostrophe, "|" between words; the LM scores words, with the LM's
 words as lexicon for flashlight, which has no lexicon-free word LM, and for ctcrnn, for a like-for-like
