@@ -66,6 +66,8 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
                          f"and {tuple(lengths.shape)}")
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest must lie in [1, beam_size={beam_size}], got {nbest}")
+    if token_prune_topk is not None and token_prune_topk < 1:
+        raise ValueError(f"token_prune_topk must be at least 1 (None: no cut), got {token_prune_topk}")
     batch, _, num_classes = log_probs.shape
     dtype = log_probs.dtype if log_probs.is_floating_point() else torch.float32
     log_probs = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
@@ -80,7 +82,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     if max_width < num_classes - 1:
         cand_lp, cand_tok = _top_tokens(log_probs, blank, max_width, token_prune_threshold)
     blank_id = torch.tensor([blank], device=log_probs.device)
-    lowest = torch.finfo(dtype).min  # a live token must at least be finite
+    lowest, eps = torch.finfo(dtype).min, torch.finfo(dtype).eps  # a live token must at least be finite
     # Upper bound of the fusion score a token can add; with it an extension's score has a bound before it
     # is computed, and the search only builds the extensions that could outscore a stay (exact).
     gain_bound = fusion.max_gain() if fusion is not None else 0.0
@@ -129,7 +131,10 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
             token_lp = frame.index_fill(1, blank_id, -math.inf)
             if token_prune_threshold is not None:
                 token_lp.masked_fill_(token_lp < token_prune_threshold, -math.inf)
-        floor = (stay_score.amin(1) - reached.amax(1) - gain_bound).clamp_(min=lowest)
+        worst_stay, best_reach = stay_score.amin(1), reached.amax(1)
+        # Slack for this dtype's rounding, so that a float score a few ulps above its bound is still built.
+        slack = (worst_stay.abs() + best_reach.abs()).mul_(16 * eps)
+        floor = (worst_stay - best_reach - gain_bound - slack).clamp_(min=lowest)
         width = min(int((token_lp >= floor.unsqueeze(1)).sum(1).max()), max_width)
         if width == 0:  # every beam stays as it is: a blank or a repeat
             pb, pnb = stay_pb, stay_pnb

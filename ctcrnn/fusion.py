@@ -102,9 +102,9 @@ class LMFusion:
             return math.inf
         lm = self.lm_weight * self.lm.max_log_prob() if self.lm is not None else 0.0
         hot = self.hotword_bonus if self.hotwords is not None else 0.0
-        if self.unit == "token":
-            return lm + self.word_bonus + hot
-        return max(0.0, hot, self.word_bonus + lm)
+        bound = lm + self.word_bonus + hot if self.unit == "token" else max(0.0, hot, self.word_bonus + lm)
+        # The scores are float32 sums of a few terms: round the real-number bound up past their rounding.
+        return bound + 1e-5 * (abs(bound) + abs(lm) + abs(self.word_bonus) + hot + 1.0)
 
     def start(self, batch: int, beams: int, device: torch.device) -> FusionState:
         return FusionState(self, batch, beams, device)

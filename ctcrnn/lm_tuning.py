@@ -29,6 +29,8 @@ def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm
     does as well). ``engine``: the beam search, as in :func:`ctcrnn.evaluate.make_decoder`.
     Written to ``out`` as JSON when given.
     """
+    if engine == "flashlight" and lexicon is None and any(bonus != 0 for bonus in word_bonuses):
+        raise ValueError("flashlight's lexicon-free decoder has no word bonus: pass --word-bonuses 0, or a --lexicon")
     state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split, default="val")
     rows = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
                      cfg.data.num_workers, keep_log_probs=True)

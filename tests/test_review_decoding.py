@@ -1,0 +1,82 @@
+"""Regression tests from a review of the score-bound token pruning and the --decoder option: float32
+fusion scores against the bound, a near tie, tune-lm with flashlight's lexicon-free decoder, bad top-k."""
+import math
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ctcrnn.beam_search import ctc_prefix_search
+from ctcrnn.fusion import LMFusion
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_fusion_search import BAR, LABELS, LEXICON  # noqa: E402
+
+
+# ---------------------------------------------------------------- max_gain vs float32 fusion scores
+@pytest.mark.parametrize("options", [dict(word_bonus=0.1, lm_unit="token"),
+                                     dict(word_bonus=0.1, word_delimiter=BAR, lexicon=LEXICON)],
+                         ids=["token unit, bonus", "word unit, lexicon, bonus"])
+def test_max_gain_bounds_the_extension_scores_the_search_adds(options):
+    """The search adds ``extension_scores(...).to(dtype)``; fusion computes them in float32, so a bonus of
+    0.1 becomes 0.10000000149 while max_gain() returns the float64 0.1: not an upper bound."""
+    fusion = LMFusion(LABELS, **options)
+    state = fusion.start(1, 1, torch.device("cpu"))
+    tokens = torch.arange(1, len(LABELS)).unsqueeze(0)
+    for token in (None, LABELS.index("a")):  # the empty prefix, then "a" (a lexicon word, closable)
+        if token is not None:
+            state.advance(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[token]]),
+                          torch.ones(1, 1, dtype=torch.bool))
+        delta = state.extension_scores(tokens).double()
+        assert float(delta.max()) <= fusion.max_gain()
+
+
+def test_score_bound_pruning_equals_the_unpruned_search_on_a_near_tie(monkeypatch):
+    """Exactness: the pruned search must keep what the same search without the bound keeps. Token "a"
+    lies 5e-10 below the floor computed with max_gain() = 0.1, but the float32 bonus it earns is
+    0.1 + 1.5e-9, so unpruned it outscores the stay; pruned it is never built."""
+    fusion = LMFusion(["-", "a", "b"], word_bonus=0.1, lm_unit="token")
+    y_blank = math.log(0.5)
+    y_a = y_blank - 0.1 - 5e-10
+    log_probs = torch.tensor([[[y_blank, y_a, math.log(1 - 0.5 - math.exp(y_a))]]], dtype=torch.float64)
+    pruned = ctc_prefix_search(log_probs, torch.tensor([1]), 1, fusion=fusion)
+    monkeypatch.setattr(LMFusion, "max_gain", lambda self: math.inf)
+    unpruned = ctc_prefix_search(log_probs, torch.tensor([1]), 1, fusion=fusion)
+    assert pruned.tokens == unpruned.tokens
+    assert pruned.am_scores[0][0] + pruned.lm_scores[0][0] >= unpruned.am_scores[0][0] + unpruned.lm_scores[0][0]
+
+
+# ---------------------------------------------------------------- tune-lm --decoder flashlight
+def test_tune_lm_with_flashlight_and_no_lexicon_does_not_fail_after_running_the_model(monkeypatch, tmp_path):
+    """`ctcrnn tune-lm --decoder flashlight` without --lexicon: the default word-bonus grid (-1, 0, 1, 2)
+    holds bonuses that flashlight's lexicon-free decoder rejects, and tune_lm finds out only after running
+    the model over the whole validation split. It must either work or refuse before the model runs."""
+    pytest.importorskip("flashlight.lib.text.decoder")
+    from ctcrnn import lm_tuning
+    from ctcrnn.lm import build_ngram_lm, write_arpa
+
+    labels = ["-", "a", "b", "c"]
+    arpa = tmp_path / "chars.arpa"
+    write_arpa(build_ngram_lm([list("abc"), list("cab"), list("bca")], order=2), arpa)
+    g = torch.Generator().manual_seed(0)
+    rows = [{"id": str(i), "ref": [1, 2], "hyp": [1, 2], "log_probs": torch.randn(6, 4, generator=g).log_softmax(-1)}
+            for i in range(3)]
+    ran = []
+    cfg = SimpleNamespace(data=SimpleNamespace(eval_batch_size=2, num_workers=0))
+    monkeypatch.setattr(lm_tuning, "load_for_evaluation",
+                        lambda *a, **k: ({"labels": labels, "input_spec": {}}, cfg, "val", None, None))
+    monkeypatch.setattr(lm_tuning, "run_model", lambda *a, **k: ran.append(True) or rows)
+    try:
+        result = lm_tuning.tune_lm("unused.pt", arpa, device="cpu", engine="flashlight")
+    except ValueError:
+        assert not ran, "tune_lm ran the model over the whole split, then failed on its default bonus grid"
+    else:
+        assert result["grid"]
+
+
+def test_token_prune_topk_must_be_positive():
+    log_probs = torch.zeros(1, 3, 4).log_softmax(-1)
+    with pytest.raises(ValueError, match="token_prune_topk"):
+        ctc_prefix_search(log_probs, torch.tensor([3]), 2, token_prune_topk=0)
