@@ -189,7 +189,11 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
 
     am = torch.logaddexp(pb, pnb)
     lm = lm_acc + (state.final_scores().to(dtype) if state is not None else 0.0)
-    ranked = (am + lm).argsort(dim=1, descending=True)[:, :nbest]
+    total = am + lm
+    # If no beam of an utterance may end (e.g. each stops inside a word the lexicon lacks), rank its beams
+    # by the score they had before the end, rather than in arbitrary order; their scores stay -inf.
+    dead_end = (total == -math.inf).all(1, keepdim=True)
+    ranked = torch.where(dead_end, am + lm_acc, total).argsort(dim=1, descending=True)[:, :nbest]
     tokens = _backtrack(back_source, back_token, ranked)
     am, lm = am.gather(1, ranked).tolist(), lm.gather(1, ranked).tolist()
     # Beams that never held a prefix (fewer distinct prefixes than beams) are dropped; the best stays.

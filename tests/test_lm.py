@@ -201,6 +201,19 @@ def test_lexicon_excludes_other_words():
         prefix_beam_search(COT, LENGTH, 4, labels=LABELS, lexicon=lexicon)
 
 
+def test_lexicon_dead_end_returns_the_best_partial_hypothesis():
+    """With 2 beams, both final prefixes ("ca" and "c") stop inside "cat", the lexicon's only word, so
+    none may end: the hypothesis returned is the most probable of them, with its score still -inf (not
+    an arbitrary beam). With 4 beams "cat" itself survives and wins."""
+    log_probs = frames([{"c": .9}, {"a": .9}, {"t": .05}])
+    options = dict(labels=LABELS, word_delimiter=BAR, lexicon=["cat"], timestamps=False)
+    for _ in range(3):
+        hyps = prefix_beam_search(log_probs, torch.tensor([3]), 2, nbest=2, **options)[0]
+        assert [(h.text, h.score) for h in hyps] == [("ca", -math.inf)]
+    wide = prefix_beam_search(log_probs, torch.tensor([3]), 4, **options)[0][0]
+    assert wide.text == "cat" and wide.score == pytest.approx(math.log(.9 * .9 * .05), abs=0.05)
+
+
 def test_hotword_bonus_flips_the_result():
     hyps = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, word_delimiter=BAR, hotwords=["cat"],
                               hotword_bonus=1.0, nbest=3)[0]
