@@ -25,6 +25,7 @@ Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.au
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -172,14 +173,21 @@ class NGramLM:
 
 
 def read_arpa(path: str | Path) -> NGramLM:
-    """Read an ARPA back-off model (``\\data\\``, ``\\N-grams:`` sections, ``\\end\\``). A model without
-    ``<unk>`` gets one with log10 probability -100, as KenLM does."""
+    """Read an ARPA back-off model (``\\data\\``, ``\\N-grams:`` sections, ``\\end\\``), plain or gzipped
+    (``.arpa.gz``, as LibriSpeech ships its LMs). A model without ``<unk>`` gets one with log10
+    probability -100, as KenLM does."""
     path = Path(path)
     expected: dict[int, int] = {}
     rows: dict[int, list[tuple[list[str], float, float]]] = defaultdict(list)
     section = None  # None before \data\, 0 inside it, n inside \n-grams:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as raw:
+        head = raw.read(16)
+    if head.startswith(b"mmap lm "):
+        raise ValueError(f"{path} is a KenLM binary: ctcrnn's own decoder reads ARPA text (the file the binary "
+                         "was built from); --decoder flashlight or pyctcdecode read KenLM binaries")
+    opener = gzip.open if head.startswith(b"\x1f\x8b") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in _numbered_lines(handle, path):
             line = line.strip()
             if not line:
                 continue
@@ -197,8 +205,12 @@ def read_arpa(path: str | Path) -> NGramLM:
                 if len(fields) not in (section + 1, section + 2):
                     raise ValueError(f"{path}:{number}: a {section}-gram line needs a log10 probability, "
                                      f"{section} words and an optional back-off, got {line!r}")
-                backoff = float(fields[section + 1]) if len(fields) == section + 2 else 0.0
-                rows[section].append((fields[1:section + 1], float(fields[0]), backoff))
+                try:
+                    backoff = float(fields[section + 1]) if len(fields) == section + 2 else 0.0
+                    rows[section].append((fields[1:section + 1], float(fields[0]), backoff))
+                except ValueError:
+                    raise ValueError(f"{path}:{number}: expected numbers for the log10 probability and back-off, "
+                                     f"got {line!r}") from None
     if not expected:
         raise ValueError(f"{path} has no \\data\\ section with 'ngram N=count' lines: is it an ARPA file?")
     for n, count in expected.items():
@@ -218,6 +230,16 @@ def read_arpa(path: str | Path) -> NGramLM:
         ngrams.append((ids.reshape(-1, n), torch.tensor([p for _, p, _ in rows[n]], dtype=torch.float64),
                        torch.tensor([b for _, _, b in rows[n]], dtype=torch.float64)))
     return NGramLM(vocab, ngrams)
+
+
+def _numbered_lines(handle, path: Path):
+    """(line number, line) of a text file, with a clear error where it is not UTF-8 text."""
+    number = 0
+    try:
+        for number, line in enumerate(handle, start=1):
+            yield number, line
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}:{number + 1}: not UTF-8 text: is it an ARPA file?") from None
 
 
 def write_arpa(lm: NGramLM, path: str | Path) -> None:

@@ -1,5 +1,6 @@
 """n-gram LMs (ARPA reading with back-off, the Witten-Bell builder) and their fusion into the beam search
 (LM scores, word bonus, lexicon, hotwords), against hand-computed values."""
+import gzip
 import math
 
 import pytest
@@ -75,6 +76,24 @@ def test_missing_unk_and_bad_counts(tmp_path):
     bad.write_text(ARPA.replace("ngram 2=4", "ngram 2=5"))
     with pytest.raises(ValueError, match="announces 5 2-grams"):
         read_arpa(bad)
+
+
+def test_gzipped_arpa_and_files_that_are_not_arpa(tmp_path):
+    (tmp_path / "lm.arpa.gz").write_bytes(gzip.compress(ARPA.encode()))
+    assert read_arpa(tmp_path / "lm.arpa.gz").log_prob("cat", ["<s>", "the"]) == pytest.approx(
+        read_arpa_text(tmp_path).log_prob("cat", ["<s>", "the"]))
+    cases = {"model.binary": (b"mmap lm http://kheafield.com/code format version 5\n\x00\x01", "KenLM binary"),
+             "latin1.arpa": (ARPA.replace("cat", "caf\xe9").encode("latin-1"), "not UTF-8 text"),
+             "garbage.arpa": (ARPA.replace("-0.6\tcat", "x0.6\tcat").encode(), ":10: expected numbers")}
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=message):
+            read_arpa(tmp_path / name)
+
+
+def read_arpa_text(folder):
+    (folder / "plain.arpa").write_text(ARPA)
+    return read_arpa(folder / "plain.arpa")
 
 
 def test_witten_bell_by_hand(tmp_path):
