@@ -63,14 +63,21 @@ def link_latest(target: str | Path, link: str | Path) -> None:
     os.replace(tmp, link)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a ctcrnn checkpoint with ``weights_only=True`` (no code from the file ever runs)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:
+    """Load a ctcrnn checkpoint with ``weights_only=True`` (no code from the file ever runs). ``verify``
+    checks every record of the archive against the CRC-32 torch.save wrote for it (torch.load does
+    not: a flipped bit inside a tensor would load silently); it costs one extra read of the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or foreign
             raise CheckpointError(f"{path} is truncated or corrupted and cannot be read (not a torch archive)")
+        if verify:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            if damaged is not None:
+                raise CheckpointError(f"{path} is corrupted: its record {damaged!r} fails its CRC-32 check")
         state = torch.load(path, map_location=map_location, weights_only=True)
     except CheckpointError:
         raise

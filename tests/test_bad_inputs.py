@@ -10,12 +10,14 @@ Media fixtures are real WAV files (DTMF calls written with soundfile); feature-l
 tiny dataset registered here (``bad_inputs_toy``).
 """
 import errno
+import io
 import json
 import logging
 import os
 import pickle
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -616,6 +618,7 @@ def toy_run(tmp_path_factory):
     pytest.param("garbage_checkpoint", "is truncated or corrupted and cannot be read", id="garbage_checkpoint"),
     pytest.param("not_a_ctcrnn_checkpoint", "is not a ctcrnn checkpoint", id="not_a_ctcrnn_checkpoint"),
     pytest.param("code_payload", "was refused", id="code_payload"),
+    pytest.param("bit_flipped_checkpoint", "fails its CRC-32 check", id="bit_flipped_checkpoint"),
 ])
 def test_corrupt_checkpoint_is_refused_by_resume_and_evaluate(toy_run, tmp_path, kind, message):
     path = tmp_path / f"{kind}.pt"
@@ -633,6 +636,15 @@ def test_corrupt_checkpoint_is_refused_by_resume_and_evaluate(toy_run, tmp_path,
             def __reduce__(self):
                 return (os.system, ("echo this must never run",))
         torch.save({"format": "ctcrnn-checkpoint-1", "x": Payload()}, path)
+    elif kind == "bit_flipped_checkpoint":  # one bit inside a tensor's bytes: torch.load alone would not notice
+        with zipfile.ZipFile(io.BytesIO(good)) as archive:
+            record = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size > 64)
+        local = record.header_offset
+        start = local + 30 + int.from_bytes(good[local + 26:local + 28], "little") + \
+            int.from_bytes(good[local + 28:local + 30], "little")
+        damaged = bytearray(good)
+        damaged[start + 17] ^= 0x10
+        path.write_bytes(bytes(damaged))
     with pytest.raises(CheckpointError, match=message) as info:
         train(None, resume=path)
     assert str(path) in str(info.value)
