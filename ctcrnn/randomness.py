@@ -13,6 +13,11 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**63)
 
 
+def step_seed(seed: int, epoch: int, position: int, rank: int) -> int:
+    """Seed of the global RNG for one training batch of one rank (used under DDP, see the trainer)."""
+    return (((seed * 1_000_003 + epoch) * 10_000_019 + position) * 1_009 + rank) % 2**63
+
+
 def generator_device(generator: torch.Generator | None) -> torch.device | None:
     # Draws must happen on the generator's device (a CUDA generator cannot fill a CPU tensor).
     return generator.device if generator is not None else None

@@ -6,6 +6,7 @@ in the epoch's batch plan (which depends only on seed and epoch), the epoch's ru
 state. DataLoaders draw their worker seeds from their own generator, never from the global one, and
 datasets seed per-item randomness from (seed, epoch, index) through ``set_epoch``; so a run killed at any
 point and resumed from its last checkpoint ends with weights bitwise equal (CPU) to an uninterrupted run.
+Under DDP the global RNG is reseeded per batch and rank (see the loop), so that holds for every rank.
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...);
 datasets and models come from the registries.
 """
@@ -30,6 +31,7 @@ from .data import build_dataset, collate, plan_batches
 from .decoding import greedy_decode
 from .distributed import DistContext, all_reduce_sum, broadcast_object, init_distributed
 from .metrics import edit_distance
+from .randomness import step_seed
 from .registry import create_model
 from .runlog import TableLog, TensorBoardLog, record_skipped, truncate_skipped
 from .stepping import Stepper, check_precision, train_step  # noqa: F401  (train_step: public API)
@@ -327,6 +329,12 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
                    leave=False, dynamic_ncols=True, initial=position, total=position + len(loader))
         for batch in bar:
             position += 1
+            if context.enabled:
+                # Dropout draws from the global RNG and ranks see different batches, so their RNG states
+                # drift apart and a checkpoint (written by rank 0) could not restore the others'. Seeding
+                # each batch from (seed, epoch, position, rank) makes every rank's state a function of the
+                # position alone: an exact resume on every rank, and different masks on different ranks.
+                torch.manual_seed(step_seed(tc.seed, epoch, position, context.rank))
             skipped = batch["skipped"]
             if batch["inputs"] is not None:
                 result = stepper.accumulate(batch)

@@ -3,6 +3,7 @@ same global batch; gradient accumulation equals one big batch; bf16 autocast tra
 without CUDA; the compiled frontend trains; the step log, TensorBoard events and ``ctcrnn plot``."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,30 @@ def test_ddp_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp
     single_rows = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
     assert [r["val_ter"] for r in ddp_rows] == [r["val_ter"] for r in single_rows]
     assert [r["val_loss"] for r in ddp_rows] == pytest.approx([r["val_loss"] for r in single_rows], rel=1e-4)
+
+
+def torchrun(args: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(REPO / "train.py"), "--no-eval", *args], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_ddp_resume_with_dropout_is_bitwise_exact_on_every_rank(tmp_path):
+    """With dropout, each rank's RNG state is its own; resuming 2 ranks from a mid-run step checkpoint
+    (written by rank 0) must still end with the weights of the uninterrupted run."""
+    args = [f"{k}={v}" for k, v in {**DDP_RUN, "model.args.dropout": 0.3, "trainer.out_dir": str(tmp_path),
+                                    "trainer.checkpoint_every_steps": 1, "trainer.keep_checkpoints": 100}.items()]
+    torchrun([*args, "trainer.run_name=whole"])
+    steps = sorted((tmp_path / "whole" / "checkpoints").glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    middle = tmp_path / "resumed" / "checkpoints" / steps[len(steps) // 2 + 1].name  # mid-epoch 2
+    assert not load_checkpoint(middle)["epoch_done"]
+    torchrun(["--resume", str(middle)])
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole), "resumed DDP weights differ"
 
 
 def test_gradient_accumulation_equals_one_big_batch():
