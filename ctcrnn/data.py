@@ -52,8 +52,8 @@ def stat_media(path: str, noun: str, error: type[Exception]) -> os.stat_result:
         raise error(f"{noun} {path} cannot be read (permission denied): check its permissions or its "
                     f"folder's") from None
     except (FileNotFoundError, NotADirectoryError):
-        raise error(f"{noun} {path} does not exist: check the path (relative paths are resolved from "
-                    f"{os.getcwd()})") from None
+        hint = "" if os.path.isabs(path) else f" (relative paths are resolved from {os.getcwd()})"
+        raise error(f"{noun} {path} does not exist: check the path{hint}") from None
     except OSError as err:
         raise error(f"{noun} {path} cannot be read ({err.strerror}): check the path") from None
 

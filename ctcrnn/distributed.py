@@ -56,6 +56,18 @@ def all_reduce_sum(values: list[float], context: DistContext, op: str = "sum") -
     return tensor.tolist()
 
 
+def gather_lists(items: list, context: DistContext) -> list:
+    """Every rank's ``items`` joined in rank order, on every rank (all ranks must call it); one numeric
+    all-reduce when every list is empty, as it nearly always is (e.g. the clips a batch skipped)."""
+    if not context.enabled:
+        return list(items)
+    if not all_reduce_sum([len(items)], context)[0]:
+        return []
+    gathered = [None] * context.world
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in part]
+
+
 def broadcast_object(obj, context: DistContext):
     """Rank 0's ``obj`` on every rank (e.g. the run folder that rank 0 chose)."""
     if not context.enabled:

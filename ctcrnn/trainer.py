@@ -29,7 +29,7 @@ from .config import Config, apply_override, config_from_dict, config_to_dict, sa
 from .ctc import ctc_loss
 from .data import build_dataset, collate, plan_batches
 from .decoding import greedy_decode
-from .distributed import DistContext, all_reduce_sum, broadcast_object, init_distributed
+from .distributed import DistContext, all_reduce_sum, broadcast_object, gather_lists, init_distributed
 from .metrics import edit_distance
 from .randomness import step_seed
 from .registry import create_model
@@ -340,6 +340,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
                 result = stepper.accumulate(batch)
                 skipped = skipped + result.skipped
                 progress["frames"] += int(batch["lengths"].sum())
+            skipped = gather_lists(skipped, context)  # every rank's skips: rank 0 logs and checkpoints them all
             if skipped and context.is_main:
                 record_skipped(run_dir, epoch + 1, skipped, first=not progress["skipped"])
             progress["skipped"] += [list(s) for s in skipped]

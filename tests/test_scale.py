@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from conftest import tiny_config_overrides
@@ -86,6 +88,28 @@ def test_ddp_resume_with_dropout_is_bitwise_exact_on_every_rank(tmp_path):
     whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole), "resumed DDP weights differ"
+
+
+def test_ddp_records_the_clips_every_rank_skipped(tmp_path):
+    """Unreadable clips are a counted, logged skip whichever rank meets them: rank 0 writes them all."""
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(16):
+        if i % 4 == 3:
+            entries.append({"path": f"missing{i}.wav", "text": "12", "id": f"missing{i}"})
+        else:
+            sf.write(tmp_path / f"a{i}.wav", (0.1 * rng.standard_normal(2400)).astype("float32"), 8000)
+            entries.append({"path": f"a{i}.wav", "text": "12", "id": f"a{i}"})
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    model = {k: v for k, v in DDP_RUN.items() if k.startswith(("model.", "trainer."))}
+    args = {**model, "data.name": "audio_manifest", "data.args.train": manifest, "data.args.val": manifest,
+            "data.args.test": manifest, "data.args.features.sample_rate": 8000, "data.args.features.n_mels": 20,
+            "data.batch_size": 4, "data.eval_batch_size": 4, "trainer.max_epochs": 1, "trainer.out_dir": tmp_path,
+            "trainer.run_name": "ddp"}
+    torchrun([f"{k}={v}" for k, v in args.items()])
+    rows = (tmp_path / "ddp" / "skipped.tsv").read_text().splitlines()[1:]
+    assert sorted(r.split("\t")[1] for r in rows) == sorted(f"missing{i}" for i in (3, 7, 11, 15))
 
 
 def test_gradient_accumulation_equals_one_big_batch():
