@@ -143,18 +143,26 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
             continue
         if cand_lp is not None:
             token_lp, tokens = token_lp[:, :width], cand_tok[:, t, :width]  # (B, C)
+        elif 2 * width >= num_classes - 1:
+            # Most labels are live: extending all of them (the blank's column stays -inf) is cheaper than
+            # picking them, and candidate slot c is label c (tokens None), so no slot maps are needed.
+            tokens, width = None, num_classes
         else:
             token_lp, tokens = token_lp.topk(width, dim=1, sorted=False)
 
         # Extensions (B, K, C): total + y_c, but pb + y_c for the beam's own last token (at its slot).
-        slot_ids = torch.arange(width, device=device).expand(batch, -1)
-        slot = torch.full((batch, num_classes), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
-        has_slot = slot >= 0
-        slot = slot.clamp_(min=0)
+        if tokens is None:
+            slot, has_slot = last, torch.ones_like(merged)  # the empty prefix's slot, the blank's, is -inf
+        else:
+            slot_ids = torch.arange(width, device=device).expand(batch, -1)
+            slot = torch.full((batch, num_classes), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
+            has_slot = slot >= 0
+            slot = slot.clamp_(min=0)
         ext_am = total.unsqueeze(2) + token_lp.unsqueeze(1)
         own = beam_ids * width + slot
         flat_am = ext_am.view(batch, -1)
-        flat_am.scatter_(1, own, torch.where(has_slot, pb + token_lp.gather(1, slot), flat_am.gather(1, own)))
+        own_am = pb + token_lp.gather(1, slot)
+        flat_am.scatter_(1, own, own_am if tokens is None else torch.where(has_slot, own_am, flat_am.gather(1, own)))
         ext_score = ext_am
         if state is not None:
             delta = state.extension_scores(tokens).to(dtype)
@@ -170,7 +178,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         extended, invalid = chosen >= beams, best == -math.inf
         flat = (chosen - beams).clamp_(min=0)
         source = torch.where(extended, flat // width, chosen)
-        new_token = torch.where(extended, tokens.gather(1, flat % width), -1)
+        new_token = torch.where(extended, flat % width if tokens is None else tokens.gather(1, flat % width), -1)
         pnb = torch.where(extended, flat_am.gather(1, flat), stay_pnb.gather(1, source))
         pnb.masked_fill_(invalid, -math.inf)
         pb = torch.where(extended, neg_inf, stay_pb.gather(1, source)).masked_fill_(invalid, -math.inf)

@@ -130,6 +130,7 @@ class FusionState:
             self.lm_rows, self.lm_backoffs = lm.start_state(self.shape, device)
         if fusion.track_words:
             self.node = torch.zeros(self.shape, dtype=torch.long, device=device)
+            self.closing = torch.zeros(self.shape, device=device)  # every partial word is empty
         if fusion.hotwords is not None:
             self.hot = torch.zeros(self.shape, device=device)
         if lm is not None and fusion.unit == "token":
@@ -138,8 +139,9 @@ class FusionState:
             self.row = self._rows_for(self.lm_rows.flatten(0, 1), self.lm_backoffs.flatten(0, 1)).view(self.shape)
 
     # ------------------------------------------------------------------ scores
-    def extension_scores(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, K, C) score change of appending ``tokens`` (B, C) to each beam; -inf where not allowed."""
+    def extension_scores(self, tokens: torch.Tensor | None) -> torch.Tensor:
+        """(B, K, C) score change of appending ``tokens`` (B, C) to each beam; -inf where not allowed.
+        ``tokens`` None: every label in id order (C = V), which needs no per-candidate gathers."""
         f, t = self.f, self.t
         num_labels = len(f.labels)
         token_lm = f.lm is not None and f.unit == "token"
@@ -151,21 +153,26 @@ class FusionState:
                 delta += f.word_bonus
         else:  # the per-token bonus of a token unit without an LM
             bonus = f.word_bonus if f.unit == "token" else 0.0
-            delta = torch.full((*self.shape, tokens.shape[-1]), bonus, device=self.device)
+            width = num_labels if tokens is None else tokens.shape[-1]
+            delta = torch.full((*self.shape, width), bonus, device=self.device)
         if not f.track_words:
             return delta
         if token_lm and "step" in t:
             delta += _table_lookup(t["step"].view(-1, num_labels), self.node, tokens)
         if f.hotwords is not None:
             delta -= self.hot.unsqueeze(-1)
-        # The delimiter does not grow the word, it closes it (the LM lookups only when it is a candidate).
+        # The delimiter does not grow the word, it closes it: its score is the closing score each beam
+        # keeps up to date (see advance), plus the token LM's score of the delimiter itself.
+        closing = self.closing
+        if token_lm:
+            closing = closing + hashing.take(self.cache.view(-1), self.row * num_labels + f.delimiter)
+        elif f.unit == "token":
+            closing = closing + f.word_bonus
+        if tokens is None:
+            delta[..., f.delimiter] = closing  # delta is a fresh tensor
+            return delta
         is_delimiter = tokens == f.delimiter
         if bool(is_delimiter.any()):
-            if token_lm:  # the token LM's score of the delimiter itself
-                closing = hashing.take(self.cache.view(-1), self.row * num_labels + f.delimiter)
-            else:
-                closing = torch.full(self.shape, f.word_bonus if f.unit == "token" else 0.0, device=self.device)
-            closing = closing + self._closing()
             delta = torch.where(is_delimiter.unsqueeze(1), closing.unsqueeze(-1), delta)
         return delta
 
@@ -174,7 +181,7 @@ class FusionState:
         f = self.f
         score = torch.zeros(self.shape, device=self.device)
         if f.track_words:
-            score = score + self._closing()
+            score = score + self.closing
             if f.lm is not None and f.unit == "word":
                 self._close_words(self.node != 0)
         if f.lm is not None:
@@ -199,11 +206,17 @@ class FusionState:
             if f.hotwords is not None:
                 hot = self.hot.gather(1, source)
                 self.hot = torch.where(grows, hashing.take(t["hot_potential"], grown), torch.where(closes, 0.0, hot))
-            self.node = node  # _close_words reads the word being closed from self.node
             closes_word = closes & (node != 0)  # a delimiter after a delimiter closes no word
             if f.lm is not None and f.unit == "word" and bool(closes_word.any()):
-                self._close_words(closes_word)
+                self._push_words(hashing.take(t["lm_word"], node), closes_word)
             self.node = torch.where(grows, grown, torch.where(closes, 0, node))
+            # A beam's closing score changes only when its partial word does: recompute it for the beams
+            # that grew one (a few per frame), 0 for those that closed one, the old one for the rest.
+            closing = self.closing.gather(1, source).masked_fill_(closes, 0.0)
+            if bool(grows.any()):
+                beams = grows.view(-1).nonzero().squeeze(1)
+                closing.view(-1).index_copy_(0, beams, self._closing(beams))
+            self.closing = closing
         if f.lm is not None and f.unit == "token":
             row = self.row.gather(1, source)
             if bool(extended.any()):
@@ -213,29 +226,35 @@ class FusionState:
 
     # ------------------------------------------------------------------ helpers
     def _push_words(self, words: torch.Tensor, where: torch.Tensor) -> None:
-        """Append LM ``words`` (B, K) to the LM state of the beams where ``where`` (B, K)."""
-        rows, backoffs = self.f.lm.advance_state(self.lm_rows, words)
-        self.lm_rows = torch.where(where.unsqueeze(-1), rows, self.lm_rows)
-        self.lm_backoffs = torch.where(where.unsqueeze(-1), backoffs, self.lm_backoffs)
+        """Append LM ``words`` (B, K) to the LM state of the beams where ``where`` (B, K); the LM lookups
+        run for those beams only (``lm_rows`` and ``lm_backoffs`` are fresh tensors, updated in place)."""
+        beams = where.view(-1).nonzero().squeeze(1)
+        rows, backoffs = self.lm_rows.view(-1, self.lm_rows.shape[-1]), self.lm_backoffs.view(-1, self.lm_backoffs.shape[-1])
+        new_rows, new_backoffs = self.f.lm.advance_state(rows[beams], words.view(-1)[beams])
+        rows.index_copy_(0, beams, new_rows)
+        backoffs.index_copy_(0, beams, new_backoffs)
 
     def _close_words(self, closes: torch.Tensor) -> None:
         """Append each beam's partial word to its LM state where ``closes`` (B, K)."""
         self._push_words(hashing.take(self.t["lm_word"], self.node), closes)
 
-    def _closing(self) -> torch.Tensor:
-        """(B, K) score of closing each beam's partial word now (0 for an empty word)."""
+    def _closing(self, beams: torch.Tensor) -> torch.Tensor:
+        """(n,) score of closing the partial word of ``beams`` (n,) (flat beam indices) now; 0 for an
+        empty word."""
         f, t = self.f, self.t
-        score = torch.zeros(self.shape, device=self.device)
+        node = self.node.view(-1)[beams]
+        score = torch.zeros(node.shape, device=self.device)
         if f.unit == "word":
             score = score + f.word_bonus
             if f.lm is not None:
-                word = hashing.take(t["lm_word"], self.node)
-                score = score + f.lm_weight * f.lm.score_after(self.lm_rows, self.lm_backoffs, word)
+                rows = self.lm_rows.view(-1, self.lm_rows.shape[-1])[beams]
+                backoffs = self.lm_backoffs.view(-1, self.lm_backoffs.shape[-1])[beams]
+                score = score + f.lm_weight * f.lm.score_after(rows, backoffs, hashing.take(t["lm_word"], node))
         if f.lexicon is not None:
-            score = score + hashing.take(t["lexicon_end"], self.node)
+            score = score + hashing.take(t["lexicon_end"], node)
         if f.hotwords is not None:
-            score = score - self.hot * hashing.take(t["hot_drop"], self.node)
-        return torch.where(self.node == 0, 0.0, score)
+            score = score - self.hot.view(-1)[beams] * hashing.take(t["hot_drop"], node)
+        return torch.where(node == 0, 0.0, score)
 
     def _rows_for(self, rows: torch.Tensor, backoffs: torch.Tensor) -> torch.Tensor:
         """Cache rows (n,) for token-LM states (n, order − 1) and (n, order), computing the rows of states
@@ -264,15 +283,16 @@ class FusionState:
         self.cache_row = hashing.align(torch.arange(len(keys), device=keys.device), order)
 
 
-def _table_lookup(table: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """(B, K, C) entries ``table[rows[b, k], tokens[b, c]]`` of a (N, V) table. When the C tokens are a
-    good share of the V columns, whole rows first and then the columns (faster on CPU than one gather at
-    broadcast flat indices); otherwise flat indices, so that few candidates never copy long rows."""
+def _table_lookup(table: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    """(B, K, C) entries ``table[rows[b, k], tokens[b, c]]`` of a (N, V) table; ``tokens`` None: whole
+    rows (C = V). When the C tokens are a good share of the V columns, whole rows first and then the
+    columns (faster on CPU than one gather at broadcast flat indices); otherwise flat indices, so that
+    few candidates never copy long rows."""
     width = table.shape[1]
-    if width > 2 * tokens.shape[-1]:
+    if tokens is not None and width > 2 * tokens.shape[-1]:
         return hashing.take(table.view(-1), (rows * width).unsqueeze(-1) + tokens.unsqueeze(1))
-    picked = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
-    return picked.gather(2, tokens.unsqueeze(1).expand(-1, rows.shape[1], -1))
+    picked = table.index_select(0, rows.reshape(-1)).view(*rows.shape, width)
+    return picked if tokens is None else picked.gather(2, tokens.unsqueeze(1).expand(-1, rows.shape[1], -1))
 
 
 def _gather_beams(values: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
