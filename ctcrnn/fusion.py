@@ -8,7 +8,11 @@ accumulated "LM score" per beam and adds the change a token brings. Two LM units
   delimiter token, if any, is scored like any other token (character LMs spell spaces as "|").
 * ``"word"``: tokens spell words, separated by the word-delimiter token; a word is scored when the
   delimiter closes it or the utterance ends. Spellings are matched as strings, so tokens of several
-  characters (word pieces) work too.
+  characters (word pieces) work too. A partial word that leaves every known spelling can only close as
+  ``<unk>``: it is charged ``lm_weight ·`` an upper bound of ``ln P(<unk> | any context)`` at once and
+  refunded when it closes (final scores are unchanged). Without that charge a beam could postpone every
+  LM cost by never closing a misspelt word, and crowd the correct spelling out of the beam
+  (pyctcdecode's ``unk_score_offset`` on partial words serves the same purpose).
 
 Words follow a character trie (:mod:`ctcrnn.trie`) of the lexicon, the hotwords and, for a word LM, the
 LM's vocabulary: each beam holds the trie node of its partial word, and a token moves every beam to its
@@ -83,7 +87,16 @@ class LMFusion:
                     t["hot_potential"] = potential
                     t["hot_drop"] = (~trie.mark(self.hotwords)).float()  # 0 where a hotword ends
                     step += potential[trie.child]
-                if self.lexicon is not None or self.hotwords is not None:
+                if self._charges_unknown():
+                    # A partial word that leaves the trie can only close as <unk>: it is charged an upper
+                    # bound of <unk>'s LM score as it leaves, and refunded when it closes (see _closing).
+                    charge = self.lm_weight * lm.max_log_prob(lm.unk)
+                    leaves = (trie.child == trie.oov) & (torch.arange(trie.num_nodes) != trie.oov).unsqueeze(1)
+                    step += torch.where(leaves, charge, 0.0)
+                    # Where <unk> has probability 0 the charge kills the beam, exactly: nothing to refund.
+                    t["unknown_charge"] = torch.zeros(trie.num_nodes)
+                    t["unknown_charge"][trie.oov] = charge if math.isfinite(charge) else 0.0
+                if self.lexicon is not None or self.hotwords is not None or self._charges_unknown():
                     t["step"] = step.flatten()
                 if lm is not None and self.unit == "word":
                     lm_word = torch.full((trie.num_nodes,), lm.unk, dtype=torch.long)
@@ -102,9 +115,17 @@ class LMFusion:
             return math.inf
         lm = self.lm_weight * self.lm.max_log_prob() if self.lm is not None else 0.0
         hot = self.hotword_bonus if self.hotwords is not None else 0.0
-        bound = lm + self.word_bonus + hot if self.unit == "token" else max(0.0, hot, self.word_bonus + lm)
+        # An unknown word's closing refunds its charge and adds at most that much back: at most 0 in all.
+        closing = self.word_bonus + (max(lm, 0.0) if self._charges_unknown() else lm)
+        bound = lm + self.word_bonus + hot if self.unit == "token" else max(0.0, hot, closing)
         # The scores are float32 sums of a few terms: round the real-number bound up past their rounding.
         return bound + 1e-5 * (abs(bound) + abs(lm) + abs(self.word_bonus) + hot + 1.0)
+
+    def _charges_unknown(self) -> bool:
+        """Whether partial words that leave the trie are charged <unk>'s LM score early (word-unit LM with
+        a positive weight): without it a beam can postpone every LM cost by never closing a misspelt
+        word, and crowd the correct spellings out of the beam."""
+        return self.lm is not None and self.unit == "word" and self.lm_weight > 0
 
     def start(self, batch: int, beams: int, device: torch.device) -> FusionState:
         return FusionState(self, batch, beams, device)
@@ -227,12 +248,12 @@ class FusionState:
     # ------------------------------------------------------------------ helpers
     def _push_words(self, words: torch.Tensor, where: torch.Tensor) -> None:
         """Append LM ``words`` (B, K) to the LM state of the beams where ``where`` (B, K); the LM lookups
-        run for those beams only (``lm_rows`` and ``lm_backoffs`` are fresh tensors, updated in place)."""
+        run for those beams only."""
         beams = where.view(-1).nonzero().squeeze(1)
-        rows, backoffs = self.lm_rows.view(-1, self.lm_rows.shape[-1]), self.lm_backoffs.view(-1, self.lm_backoffs.shape[-1])
+        rows, backoffs = self.lm_rows.flatten(0, 1), self.lm_backoffs.flatten(0, 1)
         new_rows, new_backoffs = self.f.lm.advance_state(rows[beams], words.view(-1)[beams])
-        rows.index_copy_(0, beams, new_rows)
-        backoffs.index_copy_(0, beams, new_backoffs)
+        self.lm_rows = rows.index_copy(0, beams, new_rows).view(self.lm_rows.shape)
+        self.lm_backoffs = backoffs.index_copy(0, beams, new_backoffs).view(self.lm_backoffs.shape)
 
     def _close_words(self, closes: torch.Tensor) -> None:
         """Append each beam's partial word to its LM state where ``closes`` (B, K)."""
@@ -247,11 +268,12 @@ class FusionState:
         if f.unit == "word":
             score = score + f.word_bonus
             if f.lm is not None:
-                rows = self.lm_rows.view(-1, self.lm_rows.shape[-1])[beams]
-                backoffs = self.lm_backoffs.view(-1, self.lm_backoffs.shape[-1])[beams]
+                rows, backoffs = self.lm_rows.flatten(0, 1)[beams], self.lm_backoffs.flatten(0, 1)[beams]
                 score = score + f.lm_weight * f.lm.score_after(rows, backoffs, hashing.take(t["lm_word"], node))
         if f.lexicon is not None:
             score = score + hashing.take(t["lexicon_end"], node)
+        if "unknown_charge" in t:
+            score = score - hashing.take(t["unknown_charge"], node)
         if f.hotwords is not None:
             score = score - self.hot.view(-1)[beams] * hashing.take(t["hot_drop"], node)
         return torch.where(node == 0, 0.0, score)

@@ -116,13 +116,23 @@ class NGramLM:
             result = torch.where(found, hashing.take(logp, at) + backoff_sums[..., n - 1], result)
         return result
 
-    def max_log_prob(self) -> float:
-        """An upper bound of every :meth:`score`: the largest listed log-prob plus every positive back-off
-        (ARPA files may hold back-off weights above 1)."""
+    def max_log_prob(self, word: int | None = None) -> float:
+        """An upper bound of every :meth:`score` (of ``word``'s scores only, if given): the largest listed
+        log-prob (of an n-gram ending in ``word``) plus every positive back-off (ARPA files may hold
+        back-off weights above 1)."""
         tables = self._tables_on(torch.device("cpu"))
-        # n-gram tables (n ≥ 2) end with the sentinel's dummy entry, which is no n-gram.
-        listed = [logp if keys is None else logp[:-1] for keys, logp, _ in tables]
-        best = max(float(logp[torch.isfinite(logp)].max()) for logp in listed if torch.isfinite(logp).any())
+        vocab = len(self.vocab)
+        listed = []
+        for keys, logp, _ in tables:
+            if keys is None:  # unigrams: row = word id
+                listed.append(logp if word is None else logp[word:word + 1])
+            else:  # n-gram tables end with the sentinel's dummy entry, which is no n-gram
+                logp = logp[:-1]
+                listed.append(logp if word is None else logp[keys[:-1] % vocab == word])
+        finite = [logp[torch.isfinite(logp)] for logp in listed]
+        if not any(len(f) for f in finite):
+            return -math.inf
+        best = max(float(f.max()) for f in finite if len(f))
         return best + sum(max(0.0, float(bo.max())) for _, _, bo in tables[:-1])
 
     def log_prob(self, word: str, context: Sequence[str] = ()) -> float:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ctcrnn.decoding import prefix_beam_search
-from ctcrnn.lm import build_ngram_lm
+from ctcrnn.lm import LN10, build_ngram_lm
+from ctcrnn.metrics import edit_distance
 
 LABELS = ["-", "a", "c", "o", "t", "|"]
 BAR = 5
@@ -40,11 +41,22 @@ def fusion_score(tokens: tuple[int, ...], *, lm=None, unit="word", lm_weight=0.0
     if lexicon is not None:
         if any(w not in lexicon for w in closed) or not any(w.startswith(partial) for w in lexicon):
             return -math.inf
+    known = set(lexicon or ()) | set(hotwords or ()) | (set(lm.vocab) if lm is not None and unit == "word" else set())
+    if unit == "word" and lm is not None and lm_weight > 0 and not any(w.startswith(partial) for w in known):
+        score += lm_weight * unknown_charge_bound(lm)  # a word off every known spelling can only be <unk>
     if hotwords is not None:
         score += hotword_bonus * sum(w in hotwords for w in closed)
         score += max([hotword_bonus * len(partial) / len(h) for h in hotwords if partial and h.startswith(partial)],
                      default=0.0)
     return score
+
+
+def unknown_charge_bound(lm) -> float:
+    """What ctcrnn charges a word that leaves every known spelling (per unit of LM weight): the largest
+    listed ln P of an n-gram ending in <unk>, plus every positive ln back-off, read from the raw n-grams."""
+    ending = [logp10[ids[:, -1] == lm.unk] for ids, logp10, _ in lm.ngrams]
+    best = max(float(logp.max()) for logp in ending if len(logp))
+    return LN10 * (best + sum(max(0.0, float(bo10.max())) for _, _, bo10 in lm.ngrams))
 
 
 def _lse(a: float, b: float) -> float:
@@ -127,3 +139,43 @@ def test_a_delimiter_after_a_delimiter_closes_no_word():
         assert hyp.tokens == tokens
         assert hyp.lm_score == pytest.approx(fusion_score(tuple(tokens), lm=WORD_LM, lm_weight=1.0, final=True),
                                              abs=1e-5)
+
+
+def test_a_word_lm_without_lexicon_corrects_misspellings():
+    """Text from a sparse random word chain (an LM's favourite case), CTC outputs with one spike per label
+    where 15% of the spikes have a wrong letter almost as likely: the word LM (no lexicon) must lower the
+    error rate. Without the early <unk> charge the search learnt to stop closing words after a misspelling
+    (postponing every LM cost) and the LM doubled the error rate."""
+    g = torch.Generator().manual_seed(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    labels = ["-", *letters, "|"]
+
+    def rand(high, size=()):
+        return torch.randint(0, high, size, generator=g)
+    vocab = sorted({"".join(letters[i] for i in rand(26, (2 + int(rand(6)),))) for _ in range(300)})
+    follow = rand(len(vocab), (len(vocab), 6))
+
+    def sentence():
+        word, words = int(rand(len(vocab))), []
+        for _ in range(4 + int(rand(20))):
+            words.append(vocab[word])
+            word = int(follow[word, rand(6)]) if torch.rand(1, generator=g) < 0.8 else int(rand(len(vocab)))
+        return words
+    lm = build_ngram_lm([sentence() for _ in range(3000)], order=3)
+    truths = ["|".join(sentence()) for _ in range(32)]
+    steps = 3 * max(len(t) for t in truths) + 3
+    logits = torch.randn(len(truths), steps, len(labels), generator=g)
+    logits[..., 0] += 6.0
+    for b, text in enumerate(truths):
+        for i, ch in enumerate(text):
+            logits[b, 3 * i, labels.index(ch)] += 9.0
+            if ch != "|" and torch.rand(1, generator=g) < 0.15:  # a wrong letter almost as likely
+                logits[b, 3 * i, 1 + int(rand(26))] += 8.7
+    log_probs, lengths = logits.log_softmax(-1), torch.full((len(truths),), steps)
+
+    def errors(**fusion):
+        hyps = prefix_beam_search(log_probs, lengths, 8, labels=labels, word_delimiter=27, timestamps=False, **fusion)
+        return sum(edit_distance(text, "".join(labels[t] for t in h[0].tokens)) for h, text in zip(hyps, truths))
+    without_lm, with_lm = errors(), errors(lm=lm, lm_weight=0.5, word_bonus=1.0)
+    assert without_lm >= 20  # misspellings show without the LM
+    assert with_lm <= without_lm / 3, (with_lm, without_lm)

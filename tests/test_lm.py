@@ -59,6 +59,17 @@ def test_arpa_back_off_scores(arpa_lm, context, word, log10):
     assert arpa_lm.log_prob(word, context) == pytest.approx(log10 * LN10, abs=1e-5)
 
 
+def test_max_log_prob_bounds_every_score(arpa_lm):
+    """Overall and per word: the largest listed log-prob (no positive back-offs here), never below a score."""
+    vocab = ["<s>", "the", "cat", "sat", "</s>", "<unk>"]
+    for word in vocab[1:]:
+        bound = arpa_lm.max_log_prob(arpa_lm.index[word])
+        assert max(arpa_lm.log_prob(word, [a, b]) for a in vocab for b in vocab) <= bound + 1e-6
+    assert arpa_lm.max_log_prob() == pytest.approx(-0.05 * LN10, abs=1e-6)
+    assert arpa_lm.max_log_prob(arpa_lm.index["sat"]) == pytest.approx(-0.1 * LN10, abs=1e-6)
+    assert arpa_lm.max_log_prob(arpa_lm.unk) == pytest.approx(-1.2 * LN10, abs=1e-6)
+
+
 def test_batched_scores_equal_single_scores(arpa_lm):
     words = ["the", "cat", "sat", "</s>", "<unk>"]
     contexts = [["<s>", "the"], ["the", "cat"], ["cat", "sat"], ["sat", "the"]]

@@ -10,27 +10,56 @@ import torch
 
 from ctcrnn.beam_search import ctc_prefix_search
 from ctcrnn.fusion import LMFusion
+from ctcrnn.decoding import prefix_beam_search
+from ctcrnn.lm import LN10, read_arpa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_fusion_search import BAR, LABELS, LEXICON  # noqa: E402
+from test_fusion_search import BAR, LABELS, LEXICON, WORD_LM  # noqa: E402
 
 
 # ---------------------------------------------------------------- max_gain vs float32 fusion scores
 @pytest.mark.parametrize("options", [dict(word_bonus=0.1, lm_unit="token"),
-                                     dict(word_bonus=0.1, word_delimiter=BAR, lexicon=LEXICON)],
-                         ids=["token unit, bonus", "word unit, lexicon, bonus"])
-def test_max_gain_bounds_the_extension_scores_the_search_adds(options):
+                                     dict(word_bonus=0.1, word_delimiter=BAR, lexicon=LEXICON),
+                                     dict(lm=WORD_LM, lm_weight=0.7, word_bonus=0.1, word_delimiter=BAR)],
+                         ids=["token unit, bonus", "word unit, lexicon, bonus", "word LM, no lexicon"])
+@pytest.mark.parametrize("spelling", ["a", "cc"], ids=["a word", "no word"])
+def test_max_gain_bounds_the_extension_scores_the_search_adds(options, spelling):
     """The search adds ``extension_scores(...).to(dtype)``; fusion computes them in float32, so a bonus of
-    0.1 becomes 0.10000000149 while max_gain() returns the float64 0.1: not an upper bound."""
+    0.1 becomes 0.10000000149 while max_gain() returns the float64 0.1: not an upper bound. "cc" is no
+    word: closing it refunds the <unk> charge it took, which must stay within the bound too."""
     fusion = LMFusion(LABELS, **options)
     state = fusion.start(1, 1, torch.device("cpu"))
     tokens = torch.arange(1, len(LABELS)).unsqueeze(0)
-    for token in (None, LABELS.index("a")):  # the empty prefix, then "a" (a lexicon word, closable)
+    for token in (None, *(LABELS.index(c) for c in spelling)):  # the empty prefix, then the spelling
         if token is not None:
             state.advance(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[token]]),
                           torch.ones(1, 1, dtype=torch.bool))
         delta = state.extension_scores(tokens).double()
         assert float(delta.max()) <= fusion.max_gain()
+
+
+def test_max_gain_bounds_the_refund_of_an_unknown_word(tmp_path):
+    """An LM where P(<unk> | <s>) reaches its bound: closing the unknown word "cc" right after <s> gains
+    the whole bonus back (charge refunded), more than any known word's bonus + LM score."""
+    (tmp_path / "flat.arpa").write_text("\\data\\\nngram 1=5\n\n\\1-grams:\n-1\t<unk>\n-99\t<s>\t0\n"
+                                        "-1\ta\n-1\tcat\n-1\t</s>\n\n\\end\\\n")
+    fusion = LMFusion(LABELS, lm=read_arpa(tmp_path / "flat.arpa"), lm_weight=1.0, word_bonus=0.1,
+                      word_delimiter=BAR)
+    state = fusion.start(1, 1, torch.device("cpu"))
+    for token in (LABELS.index("c"), LABELS.index("c")):
+        state.advance(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[token]]), torch.ones(1, 1, dtype=torch.bool))
+    closing = float(state.extension_scores(torch.tensor([[BAR]])))
+    assert closing == pytest.approx(0.1, abs=1e-6)
+    assert closing <= fusion.max_gain()
+    # The search with this unigram LM (LM states of zero words): "cat|cc" scores two words and </s>.
+    tokens = [LABELS.index(c) for c in "cat|cc"]
+    rows = torch.full((2 * len(tokens), len(LABELS)), -8.0, dtype=torch.float64)
+    rows[1::2, 0] = 0.0
+    rows[0::2][torch.arange(len(tokens)), tokens] = 0.0
+    hyp = prefix_beam_search(rows.log_softmax(-1).unsqueeze(0), torch.tensor([rows.shape[0]]), 4, labels=LABELS,
+                             word_delimiter=BAR, lm=fusion.lm, lm_weight=1.0, word_bonus=0.1, timestamps=False)[0][0]
+    assert hyp.tokens == tokens
+    assert hyp.lm_score == pytest.approx(3 * -1 * LN10 + 2 * 0.1, abs=1e-5)
 
 
 def test_score_bound_pruning_equals_the_unpruned_search_on_a_near_tie(monkeypatch):
