@@ -70,9 +70,11 @@ def cmd_evaluate(args) -> None:
 def decoder_options(args) -> dict | None:
     if args.beam:
         return {"beam_size": args.beam, "lm": args.lm, "lm_weight": args.lm_weight, "word_bonus": args.word_bonus,
-                "lexicon": args.lexicon, "word_delimiter": args.word_delimiter, "engine": args.decoder}
-    if args.lm or args.lexicon or args.decoder != "ctcrnn":
-        raise ValueError("--lm, --lexicon and --decoder apply to beam search: add --beam N (e.g. --beam 16)")
+                "lexicon": args.lexicon, "word_delimiter": args.word_delimiter, "engine": args.decoder,
+                "unk_score": args.unk_score}
+    if args.lm or args.lexicon or args.decoder != "ctcrnn" or args.unk_score is not None:
+        raise ValueError("--lm, --lexicon, --unk-score and --decoder apply to beam search: add --beam N "
+                         "(e.g. --beam 16)")
     return None
 
 
@@ -122,7 +124,8 @@ def cmd_tune_lm(args) -> None:
 
     result = tune_lm(args.checkpoint, args.lm, split=args.split, lm_weights=args.lm_weights,
                      word_bonuses=args.word_bonuses, beam_size=args.beam, lexicon=args.lexicon,
-                     word_delimiter=args.word_delimiter, device=args.device, out=args.out, engine=args.decoder)
+                     word_delimiter=args.word_delimiter, device=args.device, out=args.out, engine=args.decoder,
+                     unk_score=args.unk_score)
     print(f"{result['split']}: greedy transcript error rate {result['greedy_ter']:.2f}%; beam {args.beam} with LM:")
     print("  lm_weight  word_bonus  error %")
     for g in result["grid"]:
@@ -166,6 +169,9 @@ def add_decoder_options(p: argparse.ArgumentParser, beam_default: int | None, lm
         p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the natural-log LM probability")
         p.add_argument("--word-bonus", type=float, default=0.0, help="added per word (per token for token LMs)")
     p.add_argument("--lexicon", help="file of allowed words, one per line")
+    p.add_argument("--unk-score", type=float, default=None,
+                   help="added to each word the LM does not know, on top of its <unk> probability (<= 0; -inf "
+                        "forbids them); default: the decoder's own (ctcrnn 0, pyctcdecode -10, flashlight -inf)")
     p.add_argument("--word-delimiter", help="the label between words (e.g. '|') when labels spell words")
     p.add_argument("--decoder", choices=DECODERS, default="ctcrnn",
                    help="beam search engine: ctcrnn's own (default), or flashlight-text / pyctcdecode when "

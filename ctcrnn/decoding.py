@@ -79,6 +79,8 @@ class BeamSearchDecoder:
       word_bonus is added per word ("word" unit) or per token ("token" unit); lm_unit: see ctcrnn.fusion
       ("word" when word_delimiter is given, else "token").
     lexicon: allowed words; hotwords: words that earn hotword_bonus (natural log) when decoded.
+    unk_score: added to every word (token, for a token LM) the LM does not know, on top of its <unk>
+      probability (≤ 0; -inf forbids them, like a lexicon of the LM's words; pyctcdecode uses -10).
     frame_shift_s: seconds per output frame, for times in seconds. timestamps: compute token spans by
       forced alignment of each returned hypothesis (one small Viterbi pass each).
     num_threads: torch CPU threads during the search (restored after); None leaves torch's setting.
@@ -92,8 +94,8 @@ class BeamSearchDecoder:
                  word_delimiter: int | None = None, lm: NGramLM | str | Path | None = None,
                  lm_weight: float = 0.5, word_bonus: float = 0.0, lm_unit: str | None = None,
                  lexicon: Iterable[str] | None = None, hotwords: Iterable[str] | None = None,
-                 hotword_bonus: float = 5.0, frame_shift_s: float | None = None, timestamps: bool = True,
-                 num_threads: int | None = 1):
+                 hotword_bonus: float = 5.0, unk_score: float = 0.0, frame_shift_s: float | None = None,
+                 timestamps: bool = True, num_threads: int | None = 1):
         if not 1 <= nbest <= beam_size:
             raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest} and beam_size={beam_size}")
         if isinstance(lm, (str, Path)):
@@ -104,12 +106,12 @@ class BeamSearchDecoder:
         self.labels, self.word_delimiter = labels, word_delimiter
         self.frame_shift_s, self.timestamps, self.num_threads = frame_shift_s, timestamps, num_threads
         self.fusion = None
-        if lm is not None or lexicon is not None or hotwords is not None or word_bonus:
+        if lm is not None or lexicon is not None or hotwords is not None or word_bonus or unk_score:
             if labels is None:
                 raise ValueError("an LM, a lexicon, hotwords or a word bonus need labels (the string of each id)")
             self.fusion = LMFusion(labels, blank=blank, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
                                    word_delimiter=word_delimiter, lm_unit=lm_unit, lexicon=lexicon,
-                                   hotwords=hotwords, hotword_bonus=hotword_bonus)
+                                   hotwords=hotwords, hotword_bonus=hotword_bonus, unk_score=unk_score)
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         """log_probs (B, T, V) log-softmax outputs, lengths (B,) valid frames: B lists of hypotheses."""

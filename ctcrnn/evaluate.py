@@ -236,12 +236,13 @@ DECODERS = ("ctcrnn", "flashlight", "pyctcdecode")
 
 def make_decoder(labels: list[str], beam_size: int, lm: str | None = None, lm_weight: float = 0.5,
                  word_bonus: float = 0.0, lexicon: str | None = None, word_delimiter: str | None = None,
-                 engine: str = "ctcrnn"):
+                 engine: str = "ctcrnn", unk_score: float | None = None):
     """A beam-search decoder for a checkpoint's labels; ``lexicon`` is a file with one word per line and
     ``word_delimiter`` the label that separates words (e.g. "|"), if the labels spell words. ``engine``:
     ctcrnn's own search, or flashlight-text / pyctcdecode behind the same interface (``pip install
     'ctcrnn[decoders]'``); on a CPU flashlight is the faster choice for a word LM with a lexicon on
-    small batches (benchmarks/README.md)."""
+    small batches (benchmarks/README.md). ``unk_score`` (added to words the LM does not know): None
+    leaves each engine's default (ctcrnn 0, pyctcdecode -10, flashlight -inf)."""
     if engine not in DECODERS:
         raise ValueError(f"unknown decoder {engine!r}: choose one of {', '.join(DECODERS)}")
     words = None
@@ -256,6 +257,8 @@ def make_decoder(labels: list[str], beam_size: int, lm: str | None = None, lm_we
         delimiter = labels.index(word_delimiter)
     options = dict(beam_size=beam_size, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
                    word_delimiter=delimiter, timestamps=False)
+    if unk_score is not None:
+        options["unk_score"] = unk_score
     if engine == "flashlight":
         from .external_decoders import FlashlightDecoder
         return FlashlightDecoder(labels, lexicon=words, **options)
@@ -283,6 +286,8 @@ def describe_decoder(options: dict) -> str:
         text += f", LM {Path(options['lm']).name} weight {options.get('lm_weight', 0.5)}"
     if options.get("word_bonus"):
         text += f", word bonus {options['word_bonus']}"
+    if options.get("unk_score") is not None:
+        text += f", unk score {options['unk_score']}"
     if options.get("lexicon"):
         text += f", lexicon {Path(options['lexicon']).name}"
     return text

@@ -42,14 +42,15 @@ class FlashlightDecoder:
     lexicon: allowed words, spelled with the labels (longest label first) and closed by the
     ``word_delimiter`` token, which flashlight also uses as its "silence". ``log_add=True`` sums merged
     hypotheses (exact CTC prefix scores, like ctcrnn); flashlight's own default (False) keeps the max.
-    beam_threshold: flashlight drops hypotheses this far below the best (natural log).
+    beam_threshold: flashlight drops hypotheses this far below the best (natural log). unk_score:
+    flashlight's score for lexicon words the LM does not know (its default -inf: never decoded).
     """
 
     def __init__(self, labels: Sequence[str], blank: int = 0, *, beam_size: int = 16, nbest: int = 1,
                  beam_size_token: int | None = None, beam_threshold: float = 50.0,
                  lm: str | Path | None = None, lm_weight: float = 0.5, word_bonus: float = 0.0,
                  word_delimiter: int | None = None, lexicon: Iterable[str] | None = None, log_add: bool = True,
-                 frame_shift_s: float | None = None, timestamps: bool = True):
+                 unk_score: float = -math.inf, frame_shift_s: float | None = None, timestamps: bool = True):
         _require("flashlight.lib.text.decoder", "flashlight-text")
         from torchaudio.models.decoder import ctc_decoder
 
@@ -83,8 +84,8 @@ class FlashlightDecoder:
             lm_dict=self._lm_dict_file.name if self._lm_dict_file else None,
             lm=str(lm) if lm is not None else None, nbest=nbest, beam_size=beam_size,
             beam_size_token=beam_size_token, beam_threshold=beam_threshold, lm_weight=lm_weight * LN10,
-            word_score=word_bonus, log_add=log_add, blank_token=labels[blank], sil_token=silence,
-            unk_word="<unk>")
+            word_score=word_bonus, unk_score=unk_score, log_add=log_add, blank_token=labels[blank],
+            sil_token=silence, unk_word="<unk>")
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         emissions = log_probs.detach().float().cpu().contiguous()
@@ -108,14 +109,15 @@ class PyCTCDecoder:
     tokens never start or end with the delimiter nor repeat it.
 
     beam_prune_logp / token_min_logp: pyctcdecode's pruning (its defaults -10 and -5); pass -inf-like
-    values (e.g. -1e9) for an unpruned search.
+    values (e.g. -1e9) for an unpruned search. unk_score: pyctcdecode's ``unk_score_offset``, added to
+    words outside the LM's unigrams and to partial words that are no prefix of one (its default -10).
     """
 
     def __init__(self, labels: Sequence[str], blank: int = 0, *, beam_size: int = 16, nbest: int = 1,
                  lm: str | Path | None = None, lm_weight: float = 0.5, word_bonus: float = 0.0,
                  word_delimiter: int | None = None, hotwords: Iterable[str] | None = None,
                  hotword_bonus: float = 10.0, beam_prune_logp: float = -10.0, token_min_logp: float = -5.0,
-                 frame_shift_s: float | None = None, timestamps: bool = True):
+                 unk_score: float = -10.0, frame_shift_s: float | None = None, timestamps: bool = True):
         pyctcdecode = _require("pyctcdecode", "pyctcdecode")
         labels = list(labels)
         if lm is not None and any(len(label) != 1 for i, label in enumerate(labels) if i != blank):
@@ -134,7 +136,7 @@ class PyCTCDecoder:
                       "hotword_weight": hotword_bonus}
         self.frame_shift_s, self.timestamps = frame_shift_s, timestamps
         self._decoder = pyctcdecode.build_ctcdecoder(text_labels, kenlm_model_path=str(lm) if lm else None,
-                                                     alpha=lm_weight, beta=word_bonus)
+                                                     alpha=lm_weight, beta=word_bonus, unk_score_offset=unk_score)
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         emissions = log_probs.detach().float().cpu().numpy()

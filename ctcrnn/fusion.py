@@ -44,9 +44,15 @@ class LMFusion:
     def __init__(self, labels: Sequence[str], *, blank: int = 0, lm: NGramLM | None = None,
                  lm_weight: float = 0.5, word_bonus: float = 0.0, word_delimiter: int | None = None,
                  lm_unit: str | None = None, lexicon: Iterable[str] | None = None,
-                 hotwords: Iterable[str] | None = None, hotword_bonus: float = 5.0):
+                 hotwords: Iterable[str] | None = None, hotword_bonus: float = 5.0, unk_score: float = 0.0):
         self.labels, self.blank, self.lm = list(labels), blank, lm
         self.lm_weight, self.word_bonus, self.hotword_bonus = lm_weight, word_bonus, hotword_bonus
+        if not unk_score <= 0:
+            raise ValueError(f"unk_score is added to unknown words' scores and must be <= 0 (-inf forbids them), "
+                             f"got {unk_score}")
+        if unk_score and lm is None:
+            raise ValueError("unk_score scores words the LM does not know: it needs an LM")
+        self.unk_score = unk_score
         self.delimiter = word_delimiter
         self.unit = lm_unit or ("word" if word_delimiter is not None else "token")
         if self.unit not in ("word", "token"):
@@ -69,6 +75,8 @@ class LMFusion:
             lm = self.lm
             if lm is not None and self.unit == "token":
                 t["token_lm_id"] = torch.tensor(lm.word_ids(self.labels))  # unknown labels score as <unk>
+                unknown = (t["token_lm_id"] == lm.unk) & (torch.arange(len(self.labels)) != self.blank)
+                t["token_unk_score"] = torch.where(unknown, self.unk_score, 0.0)
             if self.track_words:
                 words = set(self.lexicon or ()) | set(self.hotwords or ())
                 if lm is not None and self.unit == "word":
@@ -87,10 +95,18 @@ class LMFusion:
                     t["hot_potential"] = potential
                     t["hot_drop"] = (~trie.mark(self.hotwords)).float()  # 0 where a hotword ends
                     step += potential[trie.child]
+                if lm is not None and self.unit == "word":
+                    lm_word = torch.full((trie.num_nodes,), lm.unk, dtype=torch.long)
+                    for word in words & set(lm.vocab):
+                        lm_word[trie.path(word)[-1]] = lm.index[word]
+                    t["lm_word"] = lm_word
+                    unknown = (lm_word == lm.unk) & (torch.arange(trie.num_nodes) != 0)
+                    t["unk_score"] = torch.where(unknown, self.unk_score, 0.0)
                 if self._charges_unknown():
                     # A partial word that leaves the trie can only close as <unk>: it is charged an upper
-                    # bound of <unk>'s LM score as it leaves, and refunded when it closes (see _closing).
-                    charge = self.lm_weight * lm.max_log_prob(lm.unk)
+                    # bound of that word's score (LM part and unk_score) as it leaves, and refunded when it
+                    # closes (see _closing).
+                    charge = (self.lm_weight * lm.max_log_prob(lm.unk) if self.lm_weight > 0 else 0.0) + self.unk_score
                     leaves = (trie.child == trie.oov) & (torch.arange(trie.num_nodes) != trie.oov).unsqueeze(1)
                     step += torch.where(leaves, charge, 0.0)
                     # Where <unk> has probability 0 the charge kills the beam, exactly: nothing to refund.
@@ -98,11 +114,6 @@ class LMFusion:
                     t["unknown_charge"][trie.oov] = charge if math.isfinite(charge) else 0.0
                 if self.lexicon is not None or self.hotwords is not None or self._charges_unknown():
                     t["step"] = step.flatten()
-                if lm is not None and self.unit == "word":
-                    lm_word = torch.full((trie.num_nodes,), lm.unk, dtype=torch.long)
-                    for word in words & set(lm.vocab):
-                        lm_word[trie.path(word)[-1]] = lm.index[word]
-                    t["lm_word"] = lm_word
             self._tables[device] = {name: value.to(device) for name, value in t.items()}
         return self._tables[device]
 
@@ -110,7 +121,7 @@ class LMFusion:
         """An upper bound of what appending one token can add to a beam's fusion score (inf if none is
         known), so that the search can leave out tokens that cannot win. Token unit: the LM term and the
         bonus, plus at most one hotword share; word unit: 0 (an empty word closes for free), a hotword
-        share, or a closing word's bonus and LM term. Lexicon terms are never positive."""
+        share, or a closing word's bonus and LM term. Lexicon terms and ``unk_score`` are never positive."""
         if self.lm_weight < 0 or self.hotword_bonus < 0:
             return math.inf
         lm = self.lm_weight * self.lm.max_log_prob() if self.lm is not None else 0.0
@@ -118,14 +129,19 @@ class LMFusion:
         # An unknown word's closing refunds its charge and adds at most that much back: at most 0 in all.
         closing = self.word_bonus + (max(lm, 0.0) if self._charges_unknown() else lm)
         bound = lm + self.word_bonus + hot if self.unit == "token" else max(0.0, hot, closing)
-        # The scores are float32 sums of a few terms: round the real-number bound up past their rounding.
-        return bound + 1e-5 * (abs(bound) + abs(lm) + abs(self.word_bonus) + hot + 1.0)
+        # The scores are float32 sums of a few terms (an unknown word's charge and refund too): round the
+        # real-number bound up past their rounding.
+        charge = 0.0
+        if self._charges_unknown():
+            charge = abs(self.lm_weight * self.lm.max_log_prob(self.lm.unk)) + abs(self.unk_score)
+        charge = charge if math.isfinite(charge) else 0.0  # an infinite charge is never refunded
+        return bound + 1e-5 * (abs(bound) + abs(lm) + abs(self.word_bonus) + hot + charge + 1.0)
 
     def _charges_unknown(self) -> bool:
-        """Whether partial words that leave the trie are charged <unk>'s LM score early (word-unit LM with
-        a positive weight): without it a beam can postpone every LM cost by never closing a misspelt
-        word, and crowd the correct spellings out of the beam."""
-        return self.lm is not None and self.unit == "word" and self.lm_weight > 0
+        """Whether partial words that leave the trie are charged their <unk> score early (word-unit LM):
+        without it a beam can postpone every LM cost by never closing a misspelt word, and crowd the
+        correct spellings out of the beam."""
+        return self.lm is not None and self.unit == "word" and (self.lm_weight > 0 or self.unk_score < 0)
 
     def start(self, batch: int, beams: int, device: torch.device) -> FusionState:
         return FusionState(self, batch, beams, device)
@@ -272,6 +288,8 @@ class FusionState:
                 score = score + f.lm_weight * f.lm.score_after(rows, backoffs, hashing.take(t["lm_word"], node))
         if f.lexicon is not None:
             score = score + hashing.take(t["lexicon_end"], node)
+        if "unk_score" in t:
+            score = score + hashing.take(t["unk_score"], node)
         if "unknown_charge" in t:
             score = score - hashing.take(t["unknown_charge"], node)
         if f.hotwords is not None:
@@ -291,7 +309,7 @@ class FusionState:
             new_keys, first = _unique_first(state_key[~found])
             scores = f.lm.score_after(rows[~found][first].unsqueeze(1), backoffs[~found][first].unsqueeze(1),
                                       self.t["token_lm_id"])
-            scores = f.lm_weight * scores + f.word_bonus
+            scores = f.lm_weight * scores + f.word_bonus + self.t["token_unk_score"]
             scores[:, f.blank] = 0.0
             self.cache = torch.cat([self.cache, scores])
             self._index_cache(torch.cat([self.cache_keys, new_keys]))

@@ -19,14 +19,14 @@ __all__ = ["tune_lm"]
 def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm_weights=(0.0, 0.25, 0.5, 1.0, 2.0),
             word_bonuses=(-1.0, 0.0, 1.0, 2.0), beam_size: int = 16, lexicon: str | None = None,
             word_delimiter: str | None = None, device: str = "auto", batch_size: int | None = None,
-            out: str | Path | None = None, engine: str = "ctcrnn") -> dict:
+            out: str | Path | None = None, engine: str = "ctcrnn", unk_score: float | None = None) -> dict:
     """Token error rate (%) of every (lm_weight, word_bonus) pair on ``split`` (default: the config's
     validation split, never the test split, so the chosen pair is not fitted to the test data).
 
     Returns {"split", "greedy_ter", "grid": [{"lm_weight", "word_bonus", "ter"}, ...], "best": {...}};
     for character data the grid and greedy result also carry "wer" and "cer" and the best pair is the one
     with the lowest WER. Ties go to the smaller weight, then the smaller bonus (the least LM influence that
-    does as well). ``engine``: the beam search, as in :func:`ctcrnn.evaluate.make_decoder`.
+    does as well). ``engine`` and ``unk_score``: as in :func:`ctcrnn.evaluate.make_decoder`.
     Written to ``out`` as JSON when given.
     """
     if engine == "flashlight" and lexicon is None and any(bonus != 0 for bonus in word_bonuses):
@@ -43,7 +43,7 @@ def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm
         for bonus in word_bonuses:
             decoder = make_decoder(state["labels"], beam_size, lm=str(lm), lm_weight=weight, word_bonus=bonus,
                                    lexicon=lexicon, word_delimiter=word_delimiter or spec.get("word_delimiter"),
-                                   engine=engine)
+                                   engine=engine, unk_score=unk_score)
             for row, nbest in zip(rows, decoder(log_probs, lengths)):
                 row["beam"] = nbest[0].tokens
             scores = transcript_scores(rows, "beam", state["labels"], spec)

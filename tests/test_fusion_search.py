@@ -17,7 +17,7 @@ SENTENCES = [["cat", "cat"], ["a", "cat"], ["to", "cat", "at"], ["tot", "a", "oa
 
 
 def fusion_score(tokens: tuple[int, ...], *, lm=None, unit="word", lm_weight=0.0, word_bonus=0.0,
-                 lexicon=None, hotwords=None, hotword_bonus=0.0, final=False) -> float:
+                 lexicon=None, hotwords=None, hotword_bonus=0.0, unk_score=0.0, final=False) -> float:
     """The fusion score ctcrnn documents, from the text of a label prefix."""
     def lm_term(units):
         if lm is None:
@@ -26,7 +26,7 @@ def fusion_score(tokens: tuple[int, ...], *, lm=None, unit="word", lm_weight=0.0
         for u in units:
             total += lm.log_prob(u if u in lm.index else "<unk>", context[-(lm.order - 1):])
             context.append(u)
-        return lm_weight * total
+        return lm_weight * total + unk_score * sum(u not in lm.index for u in units)
 
     text = "".join(LABELS[t] if t != BAR else " " for t in tokens)
     pieces = text.split(" ")
@@ -42,8 +42,9 @@ def fusion_score(tokens: tuple[int, ...], *, lm=None, unit="word", lm_weight=0.0
         if any(w not in lexicon for w in closed) or not any(w.startswith(partial) for w in lexicon):
             return -math.inf
     known = set(lexicon or ()) | set(hotwords or ()) | (set(lm.vocab) if lm is not None and unit == "word" else set())
-    if unit == "word" and lm is not None and lm_weight > 0 and not any(w.startswith(partial) for w in known):
-        score += lm_weight * unknown_charge_bound(lm)  # a word off every known spelling can only be <unk>
+    if unit == "word" and lm is not None and not any(w.startswith(partial) for w in known):
+        # A word off every known spelling can only close as <unk>: charged that word's score bound now.
+        score += (lm_weight * unknown_charge_bound(lm) if lm_weight > 0 else 0.0) + unk_score
     if hotwords is not None:
         score += hotword_bonus * sum(w in hotwords for w in closed)
         score += max([hotword_bonus * len(partial) / len(h) for h in hotwords if partial and h.startswith(partial)],
@@ -104,6 +105,10 @@ SETTINGS = {
     "word LM + lexicon": dict(lm=WORD_LM, lm_weight=1.2, word_bonus=-0.2, lexicon=LEXICON),
     "lexicon + hotwords": dict(lexicon=LEXICON, hotwords={"cat", "oat"}, hotword_bonus=1.5),
     "word LM + hotwords": dict(lm=WORD_LM, lm_weight=0.5, hotwords={"tot"}, hotword_bonus=2.0),
+    "word LM + unk score": dict(lm=WORD_LM, lm_weight=0.6, word_bonus=0.3, unk_score=-2.0),
+    "word LM + lexicon + unk score": dict(lm=WORD_LM, lm_weight=0.6, lexicon=LEXICON | {"tat", "coat"},
+                                          unk_score=-1.5),
+    "unk score alone": dict(lm=WORD_LM, lm_weight=0.0, unk_score=-2.5),
     "token LM + bonus": dict(lm=TOKEN_LM, unit="token", lm_weight=0.8, word_bonus=0.3),
     "token LM + lexicon": dict(lm=TOKEN_LM, unit="token", lm_weight=0.5, word_bonus=0.4, lexicon=LEXICON),
 }

@@ -219,6 +219,37 @@ def test_zero_lm_weight_changes_nothing():
     assert [h.score for h in fused] == pytest.approx([h.score for h in plain], abs=1e-9)
 
 
+def test_unk_score_penalises_unknown_words_and_minus_inf_is_the_lms_lexicon():
+    """"cot" is not an LM word: unk_score is added to each unknown word (token, for a token LM) on top of
+    its <unk> probability; -inf allows only the LM's words, exactly as a lexicon of them does."""
+    lm = build_ngram_lm([["cat", "cat"], ["a", "cat"], ["to", "cat"]], order=2)
+    options = dict(labels=LABELS, word_delimiter=BAR, lm=lm, lm_weight=0.1, nbest=6, timestamps=False)
+    plain = prefix_beam_search(COT, LENGTH, 16, **options)[0]
+    penalised = prefix_beam_search(COT, LENGTH, 16, unk_score=-1.5, **options)[0]
+    assert "cot" in plain[0].text.split() and penalised[0].text == "cat cat"
+    for hyps, unk in ((plain, 0.0), (penalised, -1.5)):
+        for hyp in hyps:
+            words = hyp.text.split()
+            unknown = sum(w not in lm.index for w in words)
+            assert hyp.lm_score == pytest.approx(0.1 * sentence_log_prob(lm, words) + unk * unknown, abs=1e-5)
+    forbidden = prefix_beam_search(COT, LENGTH, 16, unk_score=-math.inf, **options)[0]
+    lexicon = prefix_beam_search(COT, LENGTH, 16, lexicon=["cat", "a", "to"], **options)[0]
+    assert [h.tokens for h in forbidden] == [h.tokens for h in lexicon]
+    assert [h.score for h in forbidden] == pytest.approx([h.score for h in lexicon], abs=1e-6)
+    # Token LM: labels the LM never saw ("o") are the unknown units.
+    token_lm = build_ngram_lm([list("cat|cat")], order=2)
+    token = dict(labels=LABELS, lm=token_lm, lm_weight=0.2, timestamps=False)
+    for unk in (0.0, -2.0):
+        hyp = prefix_beam_search(COT, LENGTH, 16, unk_score=unk, **token)[0][0]
+        units = [LABELS[t] for t in hyp.tokens]
+        assert hyp.lm_score == pytest.approx(0.2 * sentence_log_prob(token_lm, units) + unk * units.count("o"),
+                                             abs=1e-5)
+    with pytest.raises(ValueError, match="must be <= 0"):
+        prefix_beam_search(COT, LENGTH, 8, unk_score=1.0, **options)
+    with pytest.raises(ValueError, match="needs an LM"):
+        prefix_beam_search(COT, LENGTH, 4, labels=LABELS, word_delimiter=BAR, unk_score=-1.0)
+
+
 def test_lexicon_excludes_other_words():
     lexicon = ["cat", "at", "a"]
     hyps = prefix_beam_search(COT, LENGTH, 16, labels=LABELS, word_delimiter=BAR, lexicon=lexicon, nbest=5)[0]

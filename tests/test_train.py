@@ -184,25 +184,28 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch):
     main(["lm", "build", str(tmp_path / "text.txt"), "--order", "2", "--out", str(tmp_path / "lm.arpa")])
     assert "\\2-grams:" in (tmp_path / "lm.arpa").read_text()
     main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "ev"),
-          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5"])
+          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--unk-score", "-5"])
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert set(summary["beam"]) == {"ter", "transcript_exact", "decoder"} and "beam 8, LM lm.arpa" in summary["beam"]["decoder"]
+    assert set(summary["beam"]) == {"ter", "transcript_exact", "decoder"}
+    assert "beam 8, LM lm.arpa" in summary["beam"]["decoder"] and "unk score -5.0" in summary["beam"]["decoder"]
     header = (tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()[0].split("\t")
     assert header == ["id", "reference", "hypothesis", "edits", "beam_hypothesis", "beam_edits"]
     # Evaluation decodes several model batches at once; any grouping gives the same hypotheses.
     monkeypatch.setattr(evaluate_module, "DECODE_BATCH", 3)
     main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "ev3"),
-          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--batch-size", "2"])
+          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--unk-score", "-5",
+          "--batch-size", "2"])
     assert (tmp_path / "ev3" / "hypotheses.tsv").read_text() == (tmp_path / "ev" / "hypotheses.tsv").read_text()
     capsys.readouterr()
     main(["tune-lm", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa"), "--beam", "4",
-          "--lm-weights", "0,1", "--word-bonuses", "0,0.5", "--out", str(tmp_path / "grid.json")])
+          "--lm-weights", "0,1", "--word-bonuses", "0,0.5", "--unk-score", "-2", "--out", str(tmp_path / "grid.json")])
     result = json.loads((tmp_path / "grid.json").read_text())
     assert result["split"] == "val" and len(result["grid"]) == 4
     assert result["best"]["ter"] == min(g["ter"] for g in result["grid"])
     assert "best: --lm-weight" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="add --beam"):
-        main(["evaluate", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa")])
+    for option in (["--lm", str(tmp_path / "lm.arpa")], ["--unk-score", "-1"]):
+        with pytest.raises(SystemExit, match="add --beam"):
+            main(["evaluate", "--checkpoint", str(run / "best.pt"), *option])
     # The same evaluation through another engine; pyctcdecode refuses a lexicon (it has no such constraint).
     (tmp_path / "words.txt").write_text("\n".join(names[1:]))
     with pytest.raises(SystemExit, match="no lexicon constraint"):
