@@ -17,7 +17,8 @@ random word chain, so an n-gram LM helps; their CTC outputs are peaky (blank ≈
 15% of the spikes a wrong token gets nearly as much mass, which the LM can correct.
 Each decoder runs with its own defaults except the beam (and ``--token-topk`` where given); timestamps
 are off, as only ctcrnn computes them for every hypothesis. ``--skip-blank`` adds a "ctcrnn+skip" row:
-frames whose blank probability exceeds the threshold count as certain blanks.
+frames whose blank probability exceeds the threshold count as certain blanks. With the word LM and
+pyctcdecode, a "ctcrnn-nolex" row runs ctcrnn like pyctcdecode: no lexicon, unknown words at -10.
 """
 import argparse
 import math
@@ -130,6 +131,11 @@ def decoders(names, labels, delimiter, beam, arpa, lexicon, topk, threads, skip_
                                                    lexicon=lexicon if word_lm else None, **fusion)
         except ImportError as error:
             print(f"  (flashlight skipped: {error})")
+    if "ctcrnn" in names and "pyctcdecode" in names and word_lm:
+        # pyctcdecode's own settings: no lexicon, unknown words at its unk_score_offset of -10.
+        made["ctcrnn-nolex"] = BeamSearchDecoder(beam, labels=labels, word_delimiter=delimiter, timestamps=False,
+                                                 token_prune_topk=topk, num_threads=threads, unk_score=-10.0,
+                                                 **fusion)
     if "pyctcdecode" in names and not (arpa is not None and delimiter is None):
         try:
             from ctcrnn.external_decoders import PyCTCDecoder
