@@ -150,27 +150,31 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         else:
             token_lp, tokens = token_lp.topk(width, dim=1, sorted=False)
 
-        # Extensions (B, K, C): total + y_c, but pb + y_c for the beam's own last token (at its slot).
+        # Scores (B, K + K·C): the K stays, then each beam's extensions, written in place: reached + y_c
+        # (+ fusion), but pb + y_c for the beam's own last token (at its slot: "a a" needs a blank).
         if tokens is None:
-            slot, has_slot = last, torch.ones_like(merged)  # the empty prefix's slot, the blank's, is -inf
+            slot, has_slot = last, None  # every label is a candidate; the empty prefix's slot, the blank's, is -inf
         else:
             slot_ids = torch.arange(width, device=device).expand(batch, -1)
             slot = torch.full((batch, num_classes), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
             has_slot = slot >= 0
             slot = slot.clamp_(min=0)
-        ext_am = total.unsqueeze(2) + token_lp.unsqueeze(1)
+        scores = torch.empty(batch, beams * (width + 1), dtype=dtype, device=device)
+        scores[:, :beams] = stay_score
+        extensions = scores[:, beams:].view(batch, beams, width)
+        torch.add(reached.unsqueeze(2), token_lp.unsqueeze(1), out=extensions)
         own = beam_ids * width + slot
-        flat_am = ext_am.view(batch, -1)
-        own_am = pb + token_lp.gather(1, slot)
-        flat_am.scatter_(1, own, own_am if tokens is None else torch.where(has_slot, own_am, flat_am.gather(1, own)))
-        ext_score = ext_am
+        own_score = pb + token_lp.gather(1, slot)
         if state is not None:
-            delta = state.extension_scores(tokens).to(dtype)
-            ext_score = ext_am + (lm_acc.unsqueeze(2) + delta)
-        scores = torch.cat([stay_score, ext_score.reshape(batch, -1)], 1)
+            delta = state.extension_scores(tokens).to(dtype)  # (B, K, C), fresh
+            extensions.add_(delta)
+            own_score += lm_acc + delta.view(batch, -1).gather(1, own)
+        if has_slot is not None:
+            own_score = torch.where(has_slot, own_score, scores.gather(1, own + beams))
+        scores.scatter_(1, own + beams, own_score)
         # The extension merged above must not also stand as a beam of its own: it sits in row i of the
         # scores, at the candidate slot of beam j's last token (if that token is a candidate this frame).
-        duplicate = merged & has_slot
+        duplicate = merged if has_slot is None else merged & has_slot
         position = torch.where(duplicate, source * width + slot + beams, beam_ids)
         scores.scatter_(1, position, torch.where(duplicate, neg_inf, stay_score))
 
@@ -178,8 +182,12 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         extended, invalid = chosen >= beams, best == -math.inf
         flat = (chosen - beams).clamp_(min=0)
         source = torch.where(extended, flat // width, chosen)
-        new_token = torch.where(extended, flat % width if tokens is None else tokens.gather(1, flat % width), -1)
-        pnb = torch.where(extended, flat_am.gather(1, flat), stay_pnb.gather(1, source))
+        at_slot = flat % width
+        new_token = torch.where(extended, at_slot if tokens is None else tokens.gather(1, at_slot), -1)
+        # An extension's acoustic part: (pb if it repeats its beam's last token, else total) + y_c.
+        last_source = last.gather(1, source)
+        grown = torch.where(new_token == last_source, pb.gather(1, source), total.gather(1, source))
+        pnb = torch.where(extended, grown + token_lp.gather(1, at_slot), stay_pnb.gather(1, source))
         pnb.masked_fill_(invalid, -math.inf)
         pb = torch.where(extended, neg_inf, stay_pb.gather(1, source)).masked_fill_(invalid, -math.inf)
         if state is not None:
@@ -187,7 +195,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
             lm_acc = torch.where(extended, lm_acc + delta.reshape(batch, -1).gather(1, flat), lm_acc)
             state.advance(source, new_token, extended)
         source_key = key.gather(1, source)
-        last = torch.where(extended, new_token, last.gather(1, source))
+        last = torch.where(extended, new_token, last_source)
         key = torch.where(extended, _extend_key(source_key, new_token, num_classes + 1), source_key)
         parent = torch.where(extended, source_key, parent.gather(1, source))
         key.masked_fill_(invalid, -1)
