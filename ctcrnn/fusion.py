@@ -12,7 +12,9 @@ accumulated "LM score" per beam and adds the change a token brings. Two LM units
   ``<unk>``: it is charged ``lm_weight ·`` an upper bound of ``ln P(<unk> | any context)`` at once and
   refunded when it closes (final scores are unchanged). Without that charge a beam could postpone every
   LM cost by never closing a misspelt word, and crowd the correct spelling out of the beam
-  (pyctcdecode's ``unk_score_offset`` on partial words serves the same purpose).
+  (pyctcdecode's ``unk_score_offset`` on partial words serves the same purpose). ``unk_score`` (≤ 0)
+  is added to every unknown word on top of that (to every unknown token, for a token LM); -inf allows
+  only the LM's words.
 
 Words follow a character trie (:mod:`ctcrnn.trie`) of the lexicon, the hotwords and, for a word LM, the
 LM's vocabulary: each beam holds the trie node of its partial word, and a token moves every beam to its
@@ -84,9 +86,12 @@ class LMFusion:
                 trie = WordTrie(sorted(w for w in words if w), self.labels, skip_tokens=(self.blank, self.delimiter))
                 t["child"] = trie.child.flatten()  # node * V + token -> next node
                 step = torch.zeros(trie.child.shape)  # score of each (node, token) step, before hotword refunds
+                # closing: the part of a word's closing score that depends on its trie node alone (the
+                # bonus, the lexicon, unk_score, the refund of an early <unk> charge); 0 for the empty word.
+                closing = torch.full((trie.num_nodes,), self.word_bonus if self.unit == "word" else 0.0)
                 if self.lexicon is not None:
                     step += _penalty(trie.mark(self.lexicon, prefixes=True))[trie.child]
-                    t["lexicon_end"] = _penalty(trie.mark(self.lexicon))
+                    closing += _penalty(trie.mark(self.lexicon))
                 if self.hotwords is not None:
                     potential = torch.zeros(trie.num_nodes)
                     for word in self.hotwords:  # the best share of a bonus each node is on the way to
@@ -100,8 +105,7 @@ class LMFusion:
                     for word in words & set(lm.vocab):
                         lm_word[trie.path(word)[-1]] = lm.index[word]
                     t["lm_word"] = lm_word
-                    unknown = (lm_word == lm.unk) & (torch.arange(trie.num_nodes) != 0)
-                    t["unk_score"] = torch.where(unknown, self.unk_score, 0.0)
+                    closing += torch.where(lm_word == lm.unk, self.unk_score, 0.0)
                 if self._charges_unknown():
                     # A partial word that leaves the trie can only close as <unk>: it is charged an upper
                     # bound of that word's score (LM part and unk_score) as it leaves, and refunded when it
@@ -110,10 +114,11 @@ class LMFusion:
                     leaves = (trie.child == trie.oov) & (torch.arange(trie.num_nodes) != trie.oov).unsqueeze(1)
                     step += torch.where(leaves, charge, 0.0)
                     # Where <unk> has probability 0 the charge kills the beam, exactly: nothing to refund.
-                    t["unknown_charge"] = torch.zeros(trie.num_nodes)
-                    t["unknown_charge"][trie.oov] = charge if math.isfinite(charge) else 0.0
+                    closing[trie.oov] -= charge if math.isfinite(charge) else 0.0
                 if self.lexicon is not None or self.hotwords is not None or self._charges_unknown():
                     t["step"] = step.flatten()
+                closing[0] = 0.0
+                t["closing"] = closing
             self._tables[device] = {name: value.to(device) for name, value in t.items()}
         return self._tables[device]
 
@@ -276,25 +281,17 @@ class FusionState:
         self._push_words(hashing.take(self.t["lm_word"], self.node), closes)
 
     def _closing(self, beams: torch.Tensor) -> torch.Tensor:
-        """(n,) score of closing the partial word of ``beams`` (n,) (flat beam indices) now; 0 for an
-        empty word."""
+        """(n,) score of closing the partial word of ``beams`` (n,) (flat beam indices) now; the words
+        must not be empty (the search asks only for beams that just grew one)."""
         f, t = self.f, self.t
         node = self.node.view(-1)[beams]
-        score = torch.zeros(node.shape, device=self.device)
-        if f.unit == "word":
-            score = score + f.word_bonus
-            if f.lm is not None:
-                rows, backoffs = self.lm_rows.flatten(0, 1)[beams], self.lm_backoffs.flatten(0, 1)[beams]
-                score = score + f.lm_weight * f.lm.score_after(rows, backoffs, hashing.take(t["lm_word"], node))
-        if f.lexicon is not None:
-            score = score + hashing.take(t["lexicon_end"], node)
-        if "unk_score" in t:
-            score = score + hashing.take(t["unk_score"], node)
-        if "unknown_charge" in t:
-            score = score - hashing.take(t["unknown_charge"], node)
+        score = hashing.take(t["closing"], node)
+        if f.lm is not None and f.unit == "word":
+            rows, backoffs = self.lm_rows.flatten(0, 1)[beams], self.lm_backoffs.flatten(0, 1)[beams]
+            score = score + f.lm_weight * f.lm.score_after(rows, backoffs, hashing.take(t["lm_word"], node))
         if f.hotwords is not None:
             score = score - self.hot.view(-1)[beams] * hashing.take(t["hot_drop"], node)
-        return torch.where(node == 0, 0.0, score)
+        return score
 
     def _rows_for(self, rows: torch.Tensor, backoffs: torch.Tensor) -> torch.Tensor:
         """Cache rows (n,) for token-LM states (n, order − 1) and (n, order), computing the rows of states
