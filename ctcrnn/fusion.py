@@ -297,7 +297,7 @@ class FusionState:
         """Cache rows (n,) for token-LM states (n, order − 1) and (n, order), computing the rows of states
         not cached yet. A state is known by the key of its n-gram rows (they determine every score)."""
         f = self.f
-        base = hashing.constant(max(len(table[1]) for table in f.lm._tables_on(rows.device)) + 2)
+        base = hashing.constant(f.lm.none_id + 2)
         state_key = torch.zeros_like(rows[:, 0]) if rows.shape[-1] else rows.new_zeros(rows.shape[0])
         for m in range(rows.shape[-1]):
             state_key = hashing.extend(state_key, base, hashing.constant(rows[:, m] + 2))

@@ -57,6 +57,8 @@ class NGramLM:
             if name not in self.index:
                 raise ValueError(f"the LM vocabulary has no {name}; every ARPA model needs {BOS}, {EOS} and {UNK}")
         self.bos, self.eos, self.unk = self.index[BOS], self.index[EOS], self.index[UNK]
+        # In LM states, the id that stands for "these words are not a listed n-gram" (see _tables_on).
+        self.none_id = len(self.vocab) + sum(len(ids) for ids, _, _ in self.ngrams[1:])
 
     @property
     def order(self) -> int:
@@ -75,18 +77,19 @@ class NGramLM:
         """
         return self.score_after(*self.context_state(context), words)
 
-    # A decoder keeps, per hypothesis, a *state*: for m = 1 .. order − 1 the row of the m most recent words
-    # in the m-gram table (-1 when those words are not listed), plus, for n = 1 .. order, the sum of the
-    # ln back-off weights of the context suffixes longer than n − 1 words. Appending a word updates it
-    # with one lookup per order, and scoring a word needs one lookup per order: no hashing, all exact.
+    # A decoder keeps, per hypothesis, a *state*: for m = 1 .. order − 1 the id of the m most recent words
+    # as a listed m-gram (``none_id`` when they are not listed; see _tables_on for the ids), plus, for
+    # n = 1 .. order, the sum of the ln back-off weights of the context suffixes longer than n − 1 words.
+    # Appending a word updates it with one sorted-table search for all orders at once, and scoring a word
+    # needs one more: no hashing, all exact.
     def start_state(self, shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """State of a sentence start (``<s>``), for a batch of the given shape."""
-        empty = torch.full((*shape, self.order - 1), -1, dtype=torch.long, device=device)
+        empty = torch.full((*shape, self.order - 1), self.none_id, dtype=torch.long, device=device)
         return self.advance_state(empty, torch.full(shape, self.bos, dtype=torch.long, device=device))
 
     def context_state(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """State after context word ids (*S, order − 1), oldest first, -1 for "no word"."""
-        rows = torch.full_like(context, -1)
+        rows = torch.full_like(context, self.none_id)
         state = rows, self._backoff_sums(rows)
         for column in range(context.shape[-1]):
             word = context[..., column]
@@ -96,44 +99,43 @@ class NGramLM:
 
     def advance_state(self, rows: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """State after appending ``words`` (*S) to states with rows (*S, order − 1)."""
-        tables = self._tables_on(words.device)
-        new = [words]  # the newest word alone: its unigram row is its id
-        for m in range(2, self.order):
-            # (older m − 1 words) + word is listed iff its key, (row of the older part) × W + word, is.
-            found, at = hashing.lookup(tables[m - 1][0], rows[..., m - 2] * len(self.vocab) + words)
-            new.append(torch.where(found, at, -1))
-        rows = torch.stack(new, -1) if self.order > 1 else rows
+        if self.order == 1:
+            return rows, self._backoff_sums(rows)
+        t = self._tables_on(words.device)
+        # The newest word alone is the unigram with its id; (older m − 1 words) + word is listed iff its
+        # key, (id of the older part) × W + word, is: all orders in one search.
+        found, at = hashing.lookup(t.keys, rows[..., :-1] * len(self.vocab) + words.unsqueeze(-1))
+        longer = torch.where(found, at + len(self.vocab), self.none_id)
+        rows = torch.cat([words.unsqueeze(-1), longer], -1)
         return rows, self._backoff_sums(rows)
 
     def score_after(self, rows: torch.Tensor, backoff_sums: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
         """:meth:`score` from a state: the unigram (always listed) plus every back-off, then each longer
-        listed n-gram (context row × W + word) overrides with its probability plus the longer back-offs."""
-        tables = self._tables_on(words.device)
-        result = hashing.take(tables[0][1], words) + backoff_sums[..., 0]
-        for n in range(2, self.order + 1):
-            keys, logp, _ = tables[n - 1]
-            found, at = hashing.lookup(keys, rows[..., n - 2] * len(self.vocab) + words)
-            result = torch.where(found, hashing.take(logp, at) + backoff_sums[..., n - 1], result)
+        listed n-gram (context id × W + word) overrides with its probability plus the longer back-offs."""
+        t = self._tables_on(words.device)
+        result = hashing.take(t.unigram_logp, words) + backoff_sums[..., 0]
+        if self.order == 1:
+            return result
+        found, at = hashing.lookup(t.keys, rows * len(self.vocab) + words.unsqueeze(-1))  # (*S, order − 1)
+        longer = hashing.take(t.logp, at) + backoff_sums[..., 1:]
+        for n in range(self.order - 1):
+            result = torch.where(found[..., n], longer[..., n], result)
         return result
 
     def max_log_prob(self, word: int | None = None) -> float:
         """An upper bound of every :meth:`score` (of ``word``'s scores only, if given): the largest listed
-        log-prob (of an n-gram ending in ``word``) plus every positive back-off (ARPA files may hold
-        back-off weights above 1)."""
-        tables = self._tables_on(torch.device("cpu"))
+        log-prob (of an n-gram ending in ``word``) plus every order's largest positive back-off (ARPA
+        files may hold back-off weights above 1)."""
+        t = self._tables_on(torch.device("cpu"))
         vocab = len(self.vocab)
-        listed = []
-        for keys, logp, _ in tables:
-            if keys is None:  # unigrams: row = word id
-                listed.append(logp if word is None else logp[word:word + 1])
-            else:  # n-gram tables end with the sentinel's dummy entry, which is no n-gram
-                logp = logp[:-1]
-                listed.append(logp if word is None else logp[keys[:-1] % vocab == word])
-        finite = [logp[torch.isfinite(logp)] for logp in listed]
-        if not any(len(f) for f in finite):
+        unigram, ngram = t.unigram_logp, t.logp[:-1]  # the n-gram table ends with the sentinel's dummy entry
+        if word is not None:
+            unigram, ngram = unigram[word:word + 1], ngram[t.keys[:-1] % vocab == word]
+        listed = torch.cat([unigram, ngram])
+        listed = listed[torch.isfinite(listed)]
+        if not len(listed):
             return -math.inf
-        best = max(float(f.max()) for f in finite if len(f))
-        return best + sum(max(0.0, float(bo.max())) for _, _, bo in tables[:-1])
+        return float(listed.max()) + sum(max(0.0, float(t.backoff[a:b].max())) for a, b in t.order_ids[:-1])
 
     def log_prob(self, word: str, context: Sequence[str] = ()) -> float:
         """Natural-log P(word | context) for words given as strings (``<s>`` may start the context)."""
@@ -142,44 +144,76 @@ class NGramLM:
         return float(self.score(context_ids, torch.tensor(self.word_ids([word])[0])))
 
     def _backoff_sums(self, rows: torch.Tensor) -> torch.Tensor:
-        """(*S, order): entry n − 1 sums the ln back-offs of the listed context suffixes of ≥ n words."""
+        """(*S, order): entry n − 1 sums the ln back-offs of the listed context suffixes of ≥ n words
+        (``none_id`` rows add 0): one gather and one product with a triangle of ones."""
         if self.order == 1:
             return torch.zeros((*rows.shape[:-1], 1), device=rows.device)
-        tables = self._tables_on(rows.device)
-        backoffs = torch.stack([torch.where(rows[..., m - 1] >= 0, hashing.take(tables[m - 1][2],
-                                                                               rows[..., m - 1].clamp(min=0)), 0.0)
-                                for m in range(1, self.order)], -1)
-        longer = backoffs.flip(-1).cumsum(-1).flip(-1)
-        return torch.cat([longer, torch.zeros_like(longer[..., :1])], -1)
+        t = self._tables_on(rows.device)
+        return hashing.take(t.backoff, rows) @ t.suffix_sums
 
-    def _tables_on(self, device: torch.device) -> list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]:
-        """Per order n: (sorted keys, ln prob, ln back-off), float32, built once per device. Unigrams are
-        rows by word id (no keys); an n-gram's key is (row of its first n − 1 words) × W + last word, an
-        exact integer, and its row is its position in the sorted keys."""
+    def _tables_on(self, device: torch.device) -> _Tables:
+        """Lookup tables on ``device``, built once per device. Ids: word w (its unigram) is w; the n-grams
+        of orders 2, 3, ... follow, each order sorted by key, where an n-gram's key is (id of its first
+        n − 1 words) × W + last word, an exact integer. Ids grow with the order, so keys do too and the
+        per-order tables joined are one sorted table, searched for all orders at once; an n-gram's id
+        is W + its position there."""
         if device not in self._tables:
             vocab = len(self.vocab)
             ids, logp10, bo10 = self.ngrams[0]
-            logp = torch.full((vocab,), -math.inf, dtype=torch.float64)
-            bo = torch.zeros(vocab, dtype=torch.float64)
-            logp[ids[:, 0]], bo[ids[:, 0]] = logp10 * LN10, bo10 * LN10
-            tables = [(None, logp.float(), bo.float())]
+            unigram = torch.full((vocab,), -math.inf, dtype=torch.float64)
+            backoffs = [torch.zeros(vocab, dtype=torch.float64)]
+            unigram[ids[:, 0]], backoffs[0][ids[:, 0]] = logp10 * LN10, bo10 * LN10
+            keys, logps, order_ids, first_id = [], [], [(0, vocab)], vocab
             for n, (ids, logp10, bo10) in enumerate(self.ngrams[1:], start=2):
-                if len(tables[-1][1]) * vocab >= 2 ** 62:
-                    raise ValueError(f"the LM's {n - 1}-gram table × vocabulary exceeds 2^62 keys")
+                if (first_id + len(ids) + 1) * vocab >= 2 ** 62:
+                    raise ValueError(f"the LM's n-grams up to order {n} × vocabulary exceed 2^62 keys")
+                joined = torch.cat(keys) if keys else torch.empty(0, dtype=torch.long)
                 prefix = ids[:, 0]
                 for k in range(1, n - 1):
-                    found, prefix = hashing.lookup(tables[k][0], prefix * vocab + ids[:, k])
+                    found, at = hashing.lookup(torch.cat([joined, joined.new_tensor([hashing.SENTINEL])]),
+                                               prefix * vocab + ids[:, k])
                     if not bool(found.all()):
                         raise ValueError(f"the LM lists {n}-grams whose first {k + 1} words are not a "
                                          f"{k + 1}-gram: the ARPA file is incomplete")
-                keys, order = hashing.sorted_keys(prefix * vocab + ids[:, n - 1])
-                if bool((keys[1:] == keys[:-1]).any()):
+                    prefix = at + vocab
+                sorted_keys, order = (prefix * vocab + ids[:, n - 1]).sort()
+                if bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
                     raise ValueError(f"the LM lists some {n}-gram twice")
-                tables.append((keys, hashing.align((logp10 * LN10).float(), order),
-                               hashing.align((bo10 * LN10).float(), order)))
-            self._tables[device] = [tuple(x.to(device) if x is not None else None for x in table)
-                                    for table in tables]
+                keys.append(sorted_keys)
+                logps.append((logp10 * LN10)[order])
+                backoffs.append((bo10 * LN10)[order])
+                order_ids.append((first_id, first_id + len(ids)))
+                first_id += len(ids)
+            backoffs.append(torch.zeros(1, dtype=torch.float64))  # none_id
+            # suffix_sums[m − 1, n − 1] = 1 where m ≥ n: back-offs (order − 1) @ it = sums (order).
+            m, n = torch.arange(1, self.order).unsqueeze(1), torch.arange(1, self.order + 1).unsqueeze(0)
+            tables = _Tables(
+                unigram_logp=unigram.float(),
+                keys=torch.cat([*keys, torch.tensor([hashing.SENTINEL])]),
+                logp=torch.cat([*logps, torch.zeros(1, dtype=torch.float64)]).float(),  # dummy for the sentinel
+                backoff=torch.cat(backoffs).float(),
+                suffix_sums=(m >= n).float(),
+                order_ids=order_ids)
+            self._tables[device] = tables.to(device)
         return self._tables[device]
+
+
+@dataclass
+class _Tables:
+    """:meth:`NGramLM._tables_on`'s tables: ``unigram_logp`` (W,) by word id; ``keys`` (M + 1,) of every
+    n-gram of order ≥ 2, sorted, closed by the sentinel, with ``logp`` (M + 1,) beside them; ``backoff``
+    (W + M + 1,) by id (0 for none_id); ``suffix_sums`` (order − 1, order); ``order_ids``: the id range
+    of each order. Log-probs and back-offs in natural logs, float32."""
+    unigram_logp: torch.Tensor
+    keys: torch.Tensor
+    logp: torch.Tensor
+    backoff: torch.Tensor
+    suffix_sums: torch.Tensor
+    order_ids: list[tuple[int, int]]
+
+    def to(self, device: torch.device) -> _Tables:
+        return _Tables(*(getattr(self, f).to(device) for f in ("unigram_logp", "keys", "logp", "backoff",
+                                                                "suffix_sums")), self.order_ids)
 
 
 def read_arpa(path: str | Path) -> NGramLM:
