@@ -225,7 +225,7 @@ class FusionState:
         if f.track_words:
             score = score + self.closing
             if f.lm is not None and f.unit == "word":
-                self._close_words(self.node != 0)
+                self._close_words(self.node != 0, self.node)
         if f.lm is not None:
             eos = torch.full(self.shape, f.lm.eos, dtype=torch.long, device=self.device)
             score = score + f.lm_weight * f.lm.score_after(self.lm_rows, self.lm_backoffs, eos)
@@ -248,37 +248,40 @@ class FusionState:
             if f.hotwords is not None:
                 hot = self.hot.gather(1, source)
                 self.hot = torch.where(grows, hashing.take(t["hot_potential"], grown), torch.where(closes, 0.0, hot))
-            closes_word = closes & (node != 0)  # a delimiter after a delimiter closes no word
-            if f.lm is not None and f.unit == "word" and bool(closes_word.any()):
-                self._push_words(hashing.take(t["lm_word"], node), closes_word)
+            if f.lm is not None and f.unit == "word":
+                self._close_words(closes & (node != 0), node)  # a delimiter after a delimiter closes no word
             self.node = torch.where(grows, grown, torch.where(closes, 0, node))
             # A beam's closing score changes only when its partial word does: recompute it for the beams
             # that grew one (a few per frame), 0 for those that closed one, the old one for the rest.
             closing = self.closing.gather(1, source).masked_fill_(closes, 0.0)
-            if bool(grows.any()):
-                beams = grows.view(-1).nonzero().squeeze(1)
+            beams = grows.view(-1).nonzero().squeeze(1)
+            if len(beams):
                 closing.view(-1).index_copy_(0, beams, self._closing(beams))
             self.closing = closing
         if f.lm is not None and f.unit == "token":
             row = self.row.gather(1, source)
-            if bool(extended.any()):
-                self._push_words(hashing.take(t["token_lm_id"], safe), extended)
-                row = row.masked_scatter(extended, self._rows_for(self.lm_rows[extended], self.lm_backoffs[extended]))
+            beams = extended.view(-1).nonzero().squeeze(1)
+            if len(beams):
+                state = self._push_words(beams, hashing.take(t["token_lm_id"], safe.view(-1)[beams]))
+                row.view(-1).index_copy_(0, beams, self._rows_for(*state))
             self.row = row
 
     # ------------------------------------------------------------------ helpers
-    def _push_words(self, words: torch.Tensor, where: torch.Tensor) -> None:
-        """Append LM ``words`` (B, K) to the LM state of the beams where ``where`` (B, K); the LM lookups
-        run for those beams only."""
-        beams = where.view(-1).nonzero().squeeze(1)
+    def _push_words(self, beams: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append LM ``words`` (n,) to the LM states of ``beams`` (n,) (flat indices); the LM lookups run
+        for those beams only. Returns their new states."""
         rows, backoffs = self.lm_rows.flatten(0, 1), self.lm_backoffs.flatten(0, 1)
-        new_rows, new_backoffs = self.f.lm.advance_state(rows[beams], words.view(-1)[beams])
+        new_rows, new_backoffs = self.f.lm.advance_state(rows[beams], words)
         self.lm_rows = rows.index_copy(0, beams, new_rows).view(self.lm_rows.shape)
         self.lm_backoffs = backoffs.index_copy(0, beams, new_backoffs).view(self.lm_backoffs.shape)
+        return new_rows, new_backoffs
 
-    def _close_words(self, closes: torch.Tensor) -> None:
-        """Append each beam's partial word to its LM state where ``closes`` (B, K)."""
-        self._push_words(hashing.take(self.t["lm_word"], self.node), closes)
+    def _close_words(self, closes: torch.Tensor, node: torch.Tensor) -> None:
+        """Append the partial word of each beam where ``closes`` (B, K), at trie ``node`` (B, K), to its
+        LM state."""
+        beams = closes.view(-1).nonzero().squeeze(1)
+        if len(beams):
+            self._push_words(beams, hashing.take(self.t["lm_word"], node.view(-1)[beams]))
 
     def _closing(self, beams: torch.Tensor) -> torch.Tensor:
         """(n,) score of closing the partial word of ``beams`` (n,) (flat beam indices) now; the words
