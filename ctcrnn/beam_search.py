@@ -222,10 +222,21 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
 def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
                     skip_blank_threshold: float | None) -> torch.Tensor:
     """(B, T', V) log-probs where each run of padding or skipped frames is one blank-only frame: its blank
-    log-prob is the run's sum (padding counts as probability 1), every other label -inf."""
+    log-prob is the run's sum (padding counts as probability 1), every other label -inf. Without skipping,
+    T' is the longest length and each padding frame is blank-only (any number of those act as one)."""
     batch, steps, num_classes = log_probs.shape
     frame = torch.arange(steps, device=log_probs.device)
     padding = frame.unsqueeze(0) >= lengths.unsqueeze(1)
+    if skip_blank_threshold is None:
+        # Padding only trails: cut at the longest clip and make the rest blank-only frames of log-prob 0,
+        # which, however many, act as one (a plain copy, faster than the gathers below).
+        steps = int(lengths.max()) if batch else 0
+        log_probs, padding = log_probs[:, :steps], padding[:, :steps]
+        if not bool(padding.any()):
+            return log_probs
+        blank_only = torch.full((num_classes,), -math.inf, dtype=log_probs.dtype, device=log_probs.device)
+        blank_only[blank] = 0.0
+        return torch.where(padding.unsqueeze(-1), blank_only, log_probs)
     skip = padding.clone()
     if skip_blank_threshold is not None:
         skip |= log_probs[..., blank] > math.log(skip_blank_threshold)
