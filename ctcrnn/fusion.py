@@ -110,7 +110,7 @@ class LMFusion:
                     # A partial word that leaves the trie can only close as <unk>: it is charged an upper
                     # bound of that word's score (LM part and unk_score) as it leaves, and refunded when it
                     # closes (see _closing).
-                    charge = (self.lm_weight * lm.max_log_prob(lm.unk) if self.lm_weight > 0 else 0.0) + self.unk_score
+                    charge = self._unknown_charge()
                     leaves = (trie.child == trie.oov) & (torch.arange(trie.num_nodes) != trie.oov).unsqueeze(1)
                     step += torch.where(leaves, charge, 0.0)
                     # Where <unk> has probability 0 the charge kills the beam, exactly: nothing to refund.
@@ -131,16 +131,20 @@ class LMFusion:
             return math.inf
         lm = self.lm_weight * self.lm.max_log_prob() if self.lm is not None else 0.0
         hot = self.hotword_bonus if self.hotwords is not None else 0.0
-        # An unknown word's closing refunds its charge and adds at most that much back: at most 0 in all.
+        # A step that leaves the trie adds the early <unk> charge (above 0 only with positive back-offs);
+        # the closing then refunds it and adds at most that much back: at most the bonus in all.
+        charge = self._unknown_charge() if self._charges_unknown() else 0.0
         closing = self.word_bonus + (max(lm, 0.0) if self._charges_unknown() else lm)
-        bound = lm + self.word_bonus + hot if self.unit == "token" else max(0.0, hot, closing)
+        bound = lm + self.word_bonus + hot if self.unit == "token" else max(0.0, hot, charge, closing)
         # The scores are float32 sums of a few terms (an unknown word's charge and refund too): round the
-        # real-number bound up past their rounding.
-        charge = 0.0
-        if self._charges_unknown():
-            charge = abs(self.lm_weight * self.lm.max_log_prob(self.lm.unk)) + abs(self.unk_score)
-        charge = charge if math.isfinite(charge) else 0.0  # an infinite charge is never refunded
+        # real-number bound up past their rounding (an infinite charge is never refunded).
+        charge = abs(charge) if math.isfinite(charge) else 0.0
         return bound + 1e-5 * (abs(bound) + abs(lm) + abs(self.word_bonus) + hot + charge + 1.0)
+
+    def _unknown_charge(self) -> float:
+        """What a partial word is charged as it leaves the trie: an upper bound of its <unk> score."""
+        lm = self.lm_weight * self.lm.max_log_prob(self.lm.unk) if self.lm_weight > 0 else 0.0
+        return lm + self.unk_score
 
     def _charges_unknown(self) -> bool:
         """Whether partial words that leave the trie are charged their <unk> score early (word-unit LM):
@@ -284,8 +288,8 @@ class FusionState:
             self._push_words(beams, hashing.take(self.t["lm_word"], node.view(-1)[beams]))
 
     def _closing(self, beams: torch.Tensor) -> torch.Tensor:
-        """(n,) score of closing the partial word of ``beams`` (n,) (flat beam indices) now; the words
-        must not be empty (the search asks only for beams that just grew one)."""
+        """(n,) score of closing the partial word of ``beams`` (n,) (flat beam indices) now; 0 for an
+        empty word (a label spelt "" grows nothing)."""
         f, t = self.f, self.t
         node = self.node.view(-1)[beams]
         score = hashing.take(t["closing"], node)
@@ -294,7 +298,7 @@ class FusionState:
             score = score + f.lm_weight * f.lm.score_after(rows, backoffs, hashing.take(t["lm_word"], node))
         if f.hotwords is not None:
             score = score - self.hot.view(-1)[beams] * hashing.take(t["hot_drop"], node)
-        return score
+        return torch.where(node == 0, 0.0, score)
 
     def _rows_for(self, rows: torch.Tensor, backoffs: torch.Tensor) -> torch.Tensor:
         """Cache rows (n,) for token-LM states (n, order − 1) and (n, order), computing the rows of states

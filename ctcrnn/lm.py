@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from . import hashing
 
@@ -135,7 +136,7 @@ class NGramLM:
         listed = listed[torch.isfinite(listed)]
         if not len(listed):
             return -math.inf
-        return float(listed.max()) + sum(max(0.0, float(t.backoff[a:b].max())) for a, b in t.order_ids[:-1])
+        return float(listed.max()) + sum(max(0.0, float(t.backoff[a:b].max())) for a, b in t.order_ids[:-1] if b > a)
 
     def log_prob(self, word: str, context: Sequence[str] = ()) -> float:
         """Natural-log P(word | context) for words given as strings (``<s>`` may start the context)."""
@@ -149,7 +150,11 @@ class NGramLM:
         if self.order == 1:
             return torch.zeros((*rows.shape[:-1], 1), device=rows.device)
         t = self._tables_on(rows.device)
-        return hashing.take(t.backoff, rows) @ t.suffix_sums
+        backoffs = hashing.take(t.backoff, rows)
+        if t.finite_backoffs:
+            return backoffs @ t.suffix_sums
+        # A back-off of log 0 would make the product NaN (-inf · 0): sum the suffixes one by one.
+        return F.pad(backoffs.flip(-1).cumsum(-1).flip(-1), (0, 1))
 
     def _tables_on(self, device: torch.device) -> _Tables:
         """Lookup tables on ``device``, built once per device. Ids: word w (its unigram) is w; the n-grams
@@ -187,13 +192,15 @@ class NGramLM:
             backoffs.append(torch.zeros(1, dtype=torch.float64))  # none_id
             # suffix_sums[m − 1, n − 1] = 1 where m ≥ n: back-offs (order − 1) @ it = sums (order).
             m, n = torch.arange(1, self.order).unsqueeze(1), torch.arange(1, self.order + 1).unsqueeze(0)
+            backoff = torch.cat(backoffs).float()
             tables = _Tables(
                 unigram_logp=unigram.float(),
                 keys=torch.cat([*keys, torch.tensor([hashing.SENTINEL])]),
                 logp=torch.cat([*logps, torch.zeros(1, dtype=torch.float64)]).float(),  # dummy for the sentinel
-                backoff=torch.cat(backoffs).float(),
+                backoff=backoff,
                 suffix_sums=(m >= n).float(),
-                order_ids=order_ids)
+                order_ids=order_ids,
+                finite_backoffs=bool(torch.isfinite(backoff).all()))
             self._tables[device] = tables.to(device)
         return self._tables[device]
 
@@ -203,17 +210,19 @@ class _Tables:
     """:meth:`NGramLM._tables_on`'s tables: ``unigram_logp`` (W,) by word id; ``keys`` (M + 1,) of every
     n-gram of order ≥ 2, sorted, closed by the sentinel, with ``logp`` (M + 1,) beside them; ``backoff``
     (W + M + 1,) by id (0 for none_id); ``suffix_sums`` (order − 1, order); ``order_ids``: the id range
-    of each order. Log-probs and back-offs in natural logs, float32."""
+    of each order; ``finite_backoffs``: no back-off is log 0. Log-probs and back-offs in natural logs,
+    float32."""
     unigram_logp: torch.Tensor
     keys: torch.Tensor
     logp: torch.Tensor
     backoff: torch.Tensor
     suffix_sums: torch.Tensor
     order_ids: list[tuple[int, int]]
+    finite_backoffs: bool
 
     def to(self, device: torch.device) -> _Tables:
         return _Tables(*(getattr(self, f).to(device) for f in ("unigram_logp", "keys", "logp", "backoff",
-                                                                "suffix_sums")), self.order_ids)
+                                                                "suffix_sums")), self.order_ids, self.finite_backoffs)
 
 
 def read_arpa(path: str | Path) -> NGramLM:

@@ -1,5 +1,7 @@
-"""Regression tests from a review of the score-bound token pruning and the --decoder option: float32
-fusion scores against the bound, a near tie, tune-lm with flashlight's lexicon-free decoder, bad top-k."""
+"""Regression tests from reviews of the decoder: the score-bound token pruning and the --decoder option
+(float32 fusion scores against the bound, a near tie, tune-lm with flashlight's lexicon-free decoder,
+bad top-k), then the early <unk> charge and the LM's joined n-gram tables (a positive charge within
+max_gain, an LM with an empty order, -inf back-offs, a label spelt "")."""
 import math
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import torch
 from ctcrnn.beam_search import ctc_prefix_search
 from ctcrnn.fusion import LMFusion
 from ctcrnn.decoding import prefix_beam_search
-from ctcrnn.lm import LN10, read_arpa
+from ctcrnn.lm import LN10, build_ngram_lm, read_arpa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_fusion_search import BAR, LABELS, LEXICON, WORD_LM  # noqa: E402
@@ -109,3 +111,79 @@ def test_token_prune_topk_must_be_positive():
     log_probs = torch.zeros(1, 3, 4).log_softmax(-1)
     with pytest.raises(ValueError, match="token_prune_topk"):
         ctc_prefix_search(log_probs, torch.tensor([3]), 2, token_prune_topk=0)
+
+
+# ---------------------------------------------------------------- second review: <unk> charge, LM tables
+POSITIVE_BACKOFF_ARPA = """\\data\\
+ngram 1=4
+ngram 2=1
+
+\\1-grams:
+-99\t<s>\t1.0
+-1.0\t</s>
+-0.5\ta
+-0.1\t<unk>
+
+\\2-grams:
+-0.3\t<s> a
+
+\\end\\
+"""
+
+
+def test_a_positive_unknown_charge_stays_within_max_gain(tmp_path, monkeypatch):
+    """A back-off above 1 makes the early <unk> charge positive: leaving the trie then gains score, and
+    max_gain() must cover it, or the bound prunes hypotheses the unpruned search keeps."""
+    (tmp_path / "pos.arpa").write_text(POSITIVE_BACKOFF_ARPA)
+    labels = ["-", "a", "b", "|"]
+    options = dict(labels=labels, word_delimiter=3, lm=read_arpa(tmp_path / "pos.arpa"), lm_weight=1.0,
+                   word_bonus=-1.0, timestamps=False)
+    fusion = LMFusion(labels, lm=options["lm"], word_delimiter=3, lm_weight=1.0, word_bonus=-1.0)
+    delta = fusion.start(1, 1, torch.device("cpu")).extension_scores(None)
+    assert float(delta[0, 0, 2]) > 2.0 and float(delta.max()) <= fusion.max_gain()
+
+    def search(log_probs):
+        hyps = prefix_beam_search(log_probs, torch.tensor([3]), 2, nbest=2, **options)[0]
+        return [(h.tokens, round(h.score, 6)) for h in hyps]
+    inputs = [(2 * torch.randn(1, 3, 4, generator=torch.Generator().manual_seed(s), dtype=torch.float64))
+              .log_softmax(-1) for s in range(40)]
+    pruned = [search(x) for x in inputs]
+    monkeypatch.setattr(LMFusion, "max_gain", lambda self: math.inf)
+    assert pruned == [search(x) for x in inputs]
+
+
+def test_lm_with_an_empty_order():
+    """A 5-gram built from one-word sentences lists no 4-grams: its bound and a search with it work."""
+    lm = build_ngram_lm([["a"], ["b"]], order=5)
+    assert [len(ids) for ids, _, _ in lm.ngrams][3] == 0
+    assert lm.max_log_prob() >= max(lm.log_prob(w, c) for w in ("a", "b", "</s>") for c in ([], ["<s>"], ["a"]))
+    log_probs = torch.randn(1, 5, 4, generator=torch.Generator().manual_seed(0)).log_softmax(-1)
+    prefix_beam_search(log_probs, torch.tensor([5]), 4, labels=["-", "a", "b", "|"], word_delimiter=3, lm=lm,
+                       timestamps=False)
+
+
+def test_a_minus_inf_back_off_scores_minus_inf_only_where_it_applies(tmp_path):
+    """A back-off of log 0 scores -inf where it applies and nowhere else (no NaN)."""
+    (tmp_path / "zero.arpa").write_text(
+        "\\data\\\nngram 1=5\nngram 2=2\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\t</s>\n-0.4\ta\t-inf\n-0.6\tb\t-0.2\n"
+        "-1.0\t<unk>\n\n\\2-grams:\n-0.2\t<s> a\n-0.1\ta </s>\n\n\\end\\\n")
+    zero = read_arpa(tmp_path / "zero.arpa")
+    assert zero.log_prob("b", ["a"]) == -math.inf
+    assert zero.log_prob("</s>", ["a"]) == pytest.approx(-0.1 * LN10, abs=1e-6)
+    assert zero.log_prob("a", ["<s>"]) == pytest.approx(-0.2 * LN10, abs=1e-6)
+
+
+def test_a_label_spelt_empty_grows_no_word():
+    """A label whose string is "" leaves the partial word empty: closing it (delimiter or end) scores 0."""
+    labels = ["-", "a", "b", "|", ""]
+    fusion = LMFusion(labels, lm=build_ngram_lm([["a", "b"], ["b"]], order=2), word_delimiter=3, lm_weight=1.0,
+                      unk_score=-2.0)
+    state, one = fusion.start(1, 1, torch.device("cpu")), torch.zeros(1, 1, dtype=torch.long)
+    total = 0.0
+    for token in (4, 3):  # "" then "|"
+        total += float(state.extension_scores(torch.arange(len(labels)).unsqueeze(0))[0, 0, token])
+        state.advance(one, torch.full((1, 1), token), torch.ones(1, 1, dtype=torch.bool))
+    assert total == 0.0
+    state = fusion.start(1, 1, torch.device("cpu"))
+    state.advance(one, torch.full((1, 1), 4), torch.ones(1, 1, dtype=torch.bool))
+    assert float(state.final_scores()) == pytest.approx(float(fusion.start(1, 1, torch.device("cpu")).final_scores()))
