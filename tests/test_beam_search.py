@@ -74,7 +74,10 @@ def reference_search(log_probs: torch.Tensor, beam: int, topk: int | None = None
             for c in range(1, len(frame)):
                 if c in allowed or prefix + (c,) in beams:
                     _add(new, prefix + (c,), -math.inf, (pb if prefix and prefix[-1] == c else total) + frame[c])
-        beams = dict(sorted(new.items(), key=lambda item: -_lse(*item[1]))[:beam])
+        # Prefixes of probability 0 are no beams (ctcrnn drops them too): kept, they would collect the
+        # mass of pruned tokens through later merges.
+        ranked = sorted(new.items(), key=lambda item: -_lse(*item[1]))[:beam]
+        beams = {prefix: s for prefix, s in ranked if _lse(*s) > -math.inf}
     return sorted(((prefix, _lse(*s)) for prefix, s in beams.items()), key=lambda item: -item[1])
 
 
@@ -154,6 +157,20 @@ def test_token_pruning_equals_the_pruned_textbook_search(topk, threshold):
     if topk == 1:  # every decoded token is its frame's best non-blank token somewhere
         best = set(log_probs[0, :, 1:].argmax(-1).add(1).tolist())
         assert all(set(labels) <= best for labels, _ in got[0])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 132, 258])
+def test_impossible_blanks_and_tokens_equal_the_textbook_search(seed):
+    """Frames where the blank (or a token) has probability 0: prefixes of probability 0 are no beams (with
+    seeds 132 and 258 a textbook search that kept them as beams let them collect pruned tokens' mass)."""
+    log_probs = random_log_probs(1, 8, 5, seed=20 + seed)
+    g = torch.Generator().manual_seed(seed)
+    impossible = torch.rand(1, 8, 5, generator=g) < 0.3
+    impossible[..., 1] &= ~impossible[..., 0]  # blank or label 1 stays possible on every frame
+    log_probs = log_probs.masked_fill(impossible, -math.inf).log_softmax(-1)
+    for topk, threshold in ((None, None), (2, None), (None, -2.0)):
+        got = decoded(log_probs, torch.tensor([8]), 3, nbest=3, token_prune_topk=topk, token_prune_threshold=threshold)
+        assert_same(got[0], reference_search(log_probs[0], 3, topk, threshold))
 
 
 def test_skipped_blank_frames_count_as_certain_blanks():
