@@ -72,7 +72,7 @@ class NGramLM:
     def score(self, context: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
         """Natural-log P(word | context) with back-off, for every pair at once.
 
-        context: (*S, order − 1) word ids, oldest first, -1 for "no word" (before ``<s>``); words: ids
+        context: (*S, N) word ids, oldest first, -1 for "no word" (before ``<s>``); words: ids
         broadcastable to S. Returns float32 of the broadcast shape, on the inputs' device: the longest
         listed n-gram ending in the word, plus the back-off weights of every longer context suffix.
         """
@@ -89,8 +89,9 @@ class NGramLM:
         return self.advance_state(empty, torch.full(shape, self.bos, dtype=torch.long, device=device))
 
     def context_state(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """State after context word ids (*S, order − 1), oldest first, -1 for "no word"."""
-        rows = torch.full_like(context, self.none_id)
+        """State after context word ids (*S, N), oldest first, -1 for "no word" (any N: only the last
+        order − 1 words matter)."""
+        rows = torch.full((*context.shape[:-1], self.order - 1), self.none_id, dtype=torch.long, device=context.device)
         state = rows, self._backoff_sums(rows)
         for column in range(context.shape[-1]):
             word = context[..., column]

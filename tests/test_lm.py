@@ -70,6 +70,16 @@ def test_max_log_prob_bounds_every_score(arpa_lm):
     assert arpa_lm.max_log_prob(arpa_lm.unk) == pytest.approx(-1.2 * LN10, abs=1e-6)
 
 
+def test_score_takes_contexts_of_any_width(arpa_lm):
+    """Only the last order − 1 context words matter: wider contexts are cut, narrower ones padded."""
+    words = torch.tensor(arpa_lm.word_ids(["cat", "sat", "</s>"]))
+    wide = torch.tensor([arpa_lm.word_ids(["sat", "<s>", "the"])] * 3)
+    assert arpa_lm.score(wide, words).tolist() == arpa_lm.score(wide[:, 1:], words).tolist()
+    narrow = torch.tensor([arpa_lm.word_ids(["the"])] * 3)
+    assert arpa_lm.score(narrow, words).tolist() == arpa_lm.score(torch.cat([torch.full((3, 1), -1), narrow], 1),
+                                                                  words).tolist()
+
+
 def test_batched_scores_equal_single_scores(arpa_lm):
     words = ["the", "cat", "sat", "</s>", "<unk>"]
     contexts = [["<s>", "the"], ["the", "cat"], ["cat", "sat"], ["sat", "the"]]
