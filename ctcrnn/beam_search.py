@@ -40,6 +40,9 @@ from .fusion import LMFusion
 
 __all__ = ["SearchResult", "ctc_prefix_search"]
 
+# Batch size × labels from which padding frames are masked in the loop rather than copied masked.
+_MASK_IN_LOOP_ABOVE = 8192
+
 
 @dataclass
 class SearchResult:
@@ -70,9 +73,17 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         raise ValueError(f"token_prune_topk must be at least 1 (None: no cut), got {token_prune_topk}")
     batch, _, num_classes = log_probs.shape
     dtype = log_probs.dtype if log_probs.is_floating_point() else torch.float32
-    log_probs = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
-                                skip_blank_threshold)
+    log_probs, padding = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
+                                         skip_blank_threshold)
     device, steps, beams = log_probs.device, log_probs.shape[1], beam_size
+    # Padding frames act as blank-only frames of log-prob 0. A frame of few labels is cheaper to copy
+    # masked than to mask in the loop (two operations per padded frame); a frame of many is not.
+    if padding is not None and batch * num_classes < _MASK_IN_LOOP_ABOVE:
+        blank_only = torch.full((num_classes,), -math.inf, dtype=dtype, device=device)
+        blank_only[blank] = 0.0
+        log_probs, padding = torch.where(padding.unsqueeze(-1), blank_only, log_probs), None
+    blank_lp = log_probs[..., blank] if padding is None else log_probs[..., blank].masked_fill(padding, 0.0)
+    padded = padding.any(0).tolist() if padding is not None else [False] * steps  # frames to mask in the loop
     # At most `max_width` tokens are extended per frame. Without fusion only the beam_size + 1 most
     # probable can matter (a beam's k-th best extension is among them), so that cut is always applied and
     # loses nothing. A cut below V - 1 is taken for all frames at once: (B, T, C) candidates, most
@@ -80,7 +91,8 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     max_width = min(num_classes - 1, token_prune_topk or num_classes, beams + 1 if fusion is None else num_classes)
     cand_lp = cand_tok = None
     if max_width < num_classes - 1:
-        cand_lp, cand_tok = _top_tokens(log_probs, blank, max_width, token_prune_threshold)
+        cand_lp, cand_tok = _top_tokens(log_probs, None if padding is None else lengths, blank, max_width,
+                                        token_prune_threshold)
     blank_id = torch.tensor([blank], device=log_probs.device)
     lowest, eps = torch.finfo(dtype).min, torch.finfo(dtype).eps  # a live token must at least be finite
     # Upper bound of the fusion score a token can add; with it an extension's score has a bound before it
@@ -107,7 +119,9 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         frame = log_probs[:, t]                          # (B, V)
         total = torch.logaddexp(pb, pnb)
         last_lp = frame.gather(1, last)
-        stay_pb = total + frame[:, blank:blank + 1]
+        if padded[t]:
+            last_lp.masked_fill_(padding[:, t:t + 1], -math.inf)
+        stay_pb = total + blank_lp[:, t:t + 1]
         stay_pnb = pnb + last_lp
         # Beam j = beam i + last[j]: add that extension's mass to j. Keys are distinct, so find i by
         # searching j's parent key among the sorted keys of its utterance (K log K, not K²).
@@ -129,6 +143,8 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
             token_lp = cand_lp[:, t]
         else:  # every non-blank token of the frame
             token_lp = frame.index_fill(1, blank_id, -math.inf)
+            if padded[t]:
+                token_lp.masked_fill_(padding[:, t:t + 1], -math.inf)
             if token_prune_threshold is not None:
                 token_lp.masked_fill_(token_lp < token_prune_threshold, -math.inf)
         worst_stay, best_reach = stay_score.amin(1), reached.amax(1)
@@ -220,28 +236,24 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
 
 
 def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
-                    skip_blank_threshold: float | None) -> torch.Tensor:
-    """(B, T', V) log-probs where each run of padding or skipped frames is one blank-only frame: its blank
-    log-prob is the run's sum (padding counts as probability 1), every other label -inf. Without skipping,
-    T' is the longest length and each padding frame is blank-only (any number of those act as one)."""
+                    skip_blank_threshold: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log_probs (B, T', V), padding (B, T') or None). Without skipping: the frames up to the longest
+    length, unchanged, and which of them are padding, to be read as blank-only frames of log-prob 0
+    (any number of those act as one). With skipping: each run of padding or skipped frames becomes one
+    blank-only frame whose blank log-prob is the run's sum (padding counts as probability 1), every other
+    label -inf; padding is None."""
     batch, steps, num_classes = log_probs.shape
     frame = torch.arange(steps, device=log_probs.device)
     padding = frame.unsqueeze(0) >= lengths.unsqueeze(1)
     if skip_blank_threshold is None:
-        # Padding only trails: cut at the longest clip and make the rest blank-only frames of log-prob 0,
-        # which, however many, act as one (a plain copy, faster than the gathers below).
         steps = int(lengths.max()) if batch else 0
-        log_probs, padding = log_probs[:, :steps], padding[:, :steps]
-        if not bool(padding.any()):
-            return log_probs
-        blank_only = torch.full((num_classes,), -math.inf, dtype=log_probs.dtype, device=log_probs.device)
-        blank_only[blank] = 0.0
-        return torch.where(padding.unsqueeze(-1), blank_only, log_probs)
+        padding = padding[:, :steps]
+        return log_probs[:, :steps], padding if bool(padding.any()) else None
     skip = padding.clone()
     if skip_blank_threshold is not None:
         skip |= log_probs[..., blank] > math.log(skip_blank_threshold)
     if steps == 0 or not bool(skip.any()):
-        return log_probs
+        return log_probs, None
     run_start = skip & ~F.pad(skip[:, :-1], (1, 0), value=False)
     kept = ~skip | run_start
     position = kept.cumsum(1) - 1                      # (B, T): where each frame lands
@@ -254,15 +266,23 @@ def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     blank_only = torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device).scatter_(1, position, skip)
     blank_only |= torch.arange(out.shape[1], device=out.device).unsqueeze(0) >= count.unsqueeze(1)
     out[..., blank] = torch.where(blank_only, run_blank, out[..., blank])
-    return out
+    return out, None
 
 
-def _top_tokens(log_probs: torch.Tensor, blank: int, width: int,
+def _top_tokens(log_probs: torch.Tensor, lengths: torch.Tensor | None, blank: int, width: int,
                 threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``width`` most probable non-blank tokens of every frame, most probable first: log-probs
-    (B, T, C) (-inf below ``threshold``) and ids (B, T, C). One topk over (B, T, V), no copy of it."""
-    lp, tok = log_probs.topk(min(width + 1, log_probs.shape[-1]), dim=-1)
-    lp = lp.masked_fill(tok == blank, -math.inf)
+    (B, T, C) (-inf below ``threshold``, and on frames past ``lengths``) and ids (B, T, C). With lengths,
+    one topk per utterance over its own frames (padding is neither read nor copied); else one for all."""
+    k = min(width + 1, log_probs.shape[-1])
+    if lengths is None:
+        lp, tok = log_probs.topk(k, dim=-1)
+    else:
+        lp = log_probs.new_full(log_probs.shape[:2] + (k,), -math.inf)
+        tok = torch.full_like(lp, blank, dtype=torch.long)
+        for b, length in enumerate(lengths.clamp(max=log_probs.shape[1]).tolist()):
+            torch.topk(log_probs[b, :length], k, dim=-1, out=(lp[b, :length], tok[b, :length]))
+    lp.masked_fill_(tok == blank, -math.inf)
     if threshold is not None:
         lp.masked_fill_(lp < threshold, -math.inf)
     lp, order = lp.sort(dim=-1, descending=True, stable=True)  # the blank, if it was in, goes last

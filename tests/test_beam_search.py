@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
+from ctcrnn import beam_search
 from ctcrnn.decoding import BeamSearchDecoder, greedy_decode, prefix_beam_search
+from ctcrnn.lm import build_ngram_lm
 
 
 def log_probs_for(rows: list[list[float]]) -> torch.Tensor:
@@ -135,12 +137,21 @@ def test_repeated_tokens_need_a_blank():
     assert decoded(a_blank_a, torch.tensor([3]), 4)[0][0][0] == (1, 1)
 
 
-def test_batch_with_padding_equals_each_utterance_alone():
+@pytest.mark.parametrize("mask_in_loop", [False, True])
+@pytest.mark.parametrize("options", [{}, {"token_prune_topk": 2}, {"token_prune_threshold": -2.5},
+                                     {"labels": list("-abcde"), "word_delimiter": 5, "lm_unit": "token",
+                                      "lm": build_ngram_lm([list("abcab"), list("ecad")], order=2),
+                                      "lm_weight": 0.7, "word_bonus": 0.2}],
+                         ids=["exact", "topk", "threshold", "token-lm"])
+def test_batch_with_padding_equals_each_utterance_alone(mask_in_loop, options, monkeypatch):
+    """Padding frames are blank-only frames, whether masked in a copy (few labels) or in the loop (many);
+    garbage in them must change nothing, with and without candidate cuts and fusion."""
+    monkeypatch.setattr(beam_search, "_MASK_IN_LOOP_ABOVE", 0 if mask_in_loop else math.inf)
     log_probs = random_log_probs(4, 15, 6, seed=7)
     lengths = torch.tensor([15, 9, 4, 12])
-    together = decoded(log_probs, lengths, 6, nbest=3)
+    together = decoded(log_probs, lengths, 6, nbest=3, **options)
     for b, length in enumerate(lengths.tolist()):
-        alone = decoded(log_probs[b:b + 1, :length], torch.tensor([length]), 6, nbest=3)[0]
+        alone = decoded(log_probs[b:b + 1, :length], torch.tensor([length]), 6, nbest=3, **options)[0]
         assert_same(together[b], alone, tol=1e-12)
 
 
