@@ -40,8 +40,8 @@ from .fusion import LMFusion
 
 __all__ = ["SearchResult", "ctc_prefix_search"]
 
-# Batch size × labels from which padding frames are masked in the loop rather than copied masked.
-_MASK_IN_LOOP_ABOVE = 8192
+# Frames are wide from this batch size × labels on (see ctc_prefix_search).
+_WIDE_FRAMES = 32768
 
 
 @dataclass
@@ -76,9 +76,11 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     log_probs, padding = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
                                          skip_blank_threshold)
     device, steps, beams = log_probs.device, log_probs.shape[1], beam_size
-    # Padding frames act as blank-only frames of log-prob 0. A frame of few labels is cheaper to copy
-    # masked than to mask in the loop (two operations per padded frame); a frame of many is not.
-    if padding is not None and batch * num_classes < _MASK_IN_LOOP_ABOVE:
+    # Wide frames (many utterances × labels) make passes over all of log_probs cost more than a few
+    # operations per frame: padding is then masked in the loop, and candidates are picked per frame.
+    wide = batch * num_classes >= _WIDE_FRAMES
+    # Padding frames act as blank-only frames of log-prob 0.
+    if padding is not None and not wide:
         blank_only = torch.full((num_classes,), -math.inf, dtype=dtype, device=device)
         blank_only[blank] = 0.0
         log_probs, padding = torch.where(padding.unsqueeze(-1), blank_only, log_probs), None
@@ -87,12 +89,17 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     # At most `max_width` tokens are extended per frame. Without fusion only the beam_size + 1 most
     # probable can matter (a beam's k-th best extension is among them), so that cut is always applied and
     # loses nothing. A cut below V - 1 is taken for all frames at once: (B, T, C) candidates, most
-    # probable first (-inf where pruned), so that a frame's live tokens are a prefix of its row.
+    # probable first (-inf where pruned), so that a frame's live tokens are a prefix of its row. On wide
+    # frames it is taken per frame, only for the utterances whose best token (B, T) can pass the frame's
+    # score bound: most utterances have none on most frames of peaky outputs.
     max_width = min(num_classes - 1, token_prune_topk or num_classes, beams + 1 if fusion is None else num_classes)
-    cand_lp = cand_tok = None
-    if max_width < num_classes - 1:
-        cand_lp, cand_tok = _top_tokens(log_probs, None if padding is None else lengths, blank, max_width,
-                                        token_prune_threshold)
+    cand_lp = cand_tok = best_token = None
+    if max_width < num_classes - 1 and wide:
+        best_token = _best_token_lp(log_probs, blank, token_prune_threshold)
+        if padding is not None:
+            best_token.masked_fill_(padding, -math.inf)
+    elif max_width < num_classes - 1:
+        cand_lp, cand_tok = _top_tokens(log_probs, blank, max_width, token_prune_threshold)
     blank_id = torch.tensor([blank], device=log_probs.device)
     lowest, eps = torch.finfo(dtype).min, torch.finfo(dtype).eps  # a live token must at least be finite
     # Upper bound of the fusion score a token can add; with it an extension's score has a bound before it
@@ -139,25 +146,37 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         # Extension (i, c) scores at most max_i(total_i + lm_acc_i) + y_c + gain_bound; below the worst of
         # the K stays it cannot be kept. The frame's candidates: the `width` most probable tokens, where
         # width is the largest number of live tokens in any utterance.
-        if cand_lp is not None:
-            token_lp = cand_lp[:, t]
-        else:  # every non-blank token of the frame
-            token_lp = frame.index_fill(1, blank_id, -math.inf)
-            if padded[t]:
-                token_lp.masked_fill_(padding[:, t:t + 1], -math.inf)
-            if token_prune_threshold is not None:
-                token_lp.masked_fill_(token_lp < token_prune_threshold, -math.inf)
         worst_stay, best_reach = stay_score.amin(1), reached.amax(1)
         # Slack for this dtype's rounding, so that a float score a few ulps above its bound is still built.
         slack = (worst_stay.abs() + best_reach.abs()).mul_(16 * eps)
         floor = (worst_stay - best_reach - gain_bound - slack).clamp_(min=lowest)
-        width = min(int((token_lp >= floor.unsqueeze(1)).sum(1).max()), max_width)
+        if best_token is not None:
+            rows = (best_token[:, t] >= floor).nonzero().squeeze(1)  # utterances with a live token
+            width = 0
+            if len(rows):
+                picked_lp, picked = _top_tokens(frame.index_select(0, rows), blank, max_width, token_prune_threshold)
+                width = min(int((picked_lp >= floor[rows].unsqueeze(1)).sum(1).max()), max_width)
+        else:
+            if cand_lp is not None:
+                token_lp = cand_lp[:, t]
+            else:  # every non-blank token of the frame
+                token_lp = frame.index_fill(1, blank_id, -math.inf)
+                if padded[t]:
+                    token_lp.masked_fill_(padding[:, t:t + 1], -math.inf)
+                if token_prune_threshold is not None:
+                    token_lp.masked_fill_(token_lp < token_prune_threshold, -math.inf)
+            width = min(int((token_lp >= floor.unsqueeze(1)).sum(1).max()), max_width)
         if width == 0:  # every beam stays as it is: a blank or a repeat
             pb, pnb = stay_pb, stay_pnb
             back_source.append(stay_source)
             back_token.append(no_token)
             continue
-        if cand_lp is not None:
+        if best_token is not None:  # the other utterances get no candidates (-inf; the blank as id)
+            token_lp, tokens = picked_lp[:, :width], picked[:, :width]
+            if len(rows) < batch:
+                token_lp = token_lp.new_full((batch, width), -math.inf).index_copy_(0, rows, token_lp)
+                tokens = tokens.new_full((batch, width), blank).index_copy_(0, rows, tokens)
+        elif cand_lp is not None:
             token_lp, tokens = token_lp[:, :width], cand_tok[:, t, :width]  # (B, C)
         elif 2 * width >= num_classes - 1:
             # Most labels are live: extending all of them (the blank's column stays -inf) is cheaper than
@@ -171,10 +190,14 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         if tokens is None:
             slot, has_slot = last, None  # every label is a candidate; the empty prefix's slot, the blank's, is -inf
         else:
-            slot_ids = torch.arange(width, device=device).expand(batch, -1)
-            slot = torch.full((batch, num_classes), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
-            has_slot = slot >= 0
-            slot = slot.clamp_(min=0)
+            if beams * width < num_classes:  # compare each beam's last token with the candidates (B, K, C)
+                match = tokens.unsqueeze(1) == last.unsqueeze(2)
+                has_slot, slot = match.any(2), match.to(torch.uint8).argmax(2)
+            else:  # a map label -> slot (B, V)
+                slot_ids = torch.arange(width, device=device).expand(batch, -1)
+                slot = torch.full((batch, num_classes), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
+                has_slot = slot >= 0
+                slot = slot.clamp_(min=0)
         scores = torch.empty(batch, beams * (width + 1), dtype=dtype, device=device)
         scores[:, :beams] = stay_score
         extensions = scores[:, beams:].view(batch, beams, width)
@@ -269,24 +292,25 @@ def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     return out, None
 
 
-def _top_tokens(log_probs: torch.Tensor, lengths: torch.Tensor | None, blank: int, width: int,
+def _top_tokens(log_probs: torch.Tensor, blank: int, width: int,
                 threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``width`` most probable non-blank tokens of every frame, most probable first: log-probs
-    (B, T, C) (-inf below ``threshold``, and on frames past ``lengths``) and ids (B, T, C). With lengths,
-    one topk per utterance over its own frames (padding is neither read nor copied); else one for all."""
-    k = min(width + 1, log_probs.shape[-1])
-    if lengths is None:
-        lp, tok = log_probs.topk(k, dim=-1)
-    else:
-        lp = log_probs.new_full(log_probs.shape[:2] + (k,), -math.inf)
-        tok = torch.full_like(lp, blank, dtype=torch.long)
-        for b, length in enumerate(lengths.clamp(max=log_probs.shape[1]).tolist()):
-            torch.topk(log_probs[b, :length], k, dim=-1, out=(lp[b, :length], tok[b, :length]))
+    (..., C) (-inf below ``threshold``) and ids (..., C), from log_probs (..., V). One topk, no copy."""
+    lp, tok = log_probs.topk(min(width + 1, log_probs.shape[-1]), dim=-1)
     lp.masked_fill_(tok == blank, -math.inf)
     if threshold is not None:
         lp.masked_fill_(lp < threshold, -math.inf)
     lp, order = lp.sort(dim=-1, descending=True, stable=True)  # the blank, if it was in, goes last
     return lp[..., :width], tok.gather(-1, order)[..., :width]
+
+
+def _best_token_lp(log_probs: torch.Tensor, blank: int, threshold: float | None) -> torch.Tensor:
+    """(B, T) log-prob of each frame's most probable non-blank token (-inf if below ``threshold``)."""
+    parts = [log_probs[..., :blank], log_probs[..., blank + 1:]]
+    best = torch.stack([p.amax(-1) for p in parts if p.shape[-1]]).amax(0)
+    if threshold is not None:
+        best.masked_fill_(best < threshold, -math.inf)
+    return best
 
 
 def _extend_key(key: torch.Tensor, token: torch.Tensor, base: int) -> torch.Tensor:

@@ -137,16 +137,18 @@ def test_repeated_tokens_need_a_blank():
     assert decoded(a_blank_a, torch.tensor([3]), 4)[0][0][0] == (1, 1)
 
 
-@pytest.mark.parametrize("mask_in_loop", [False, True])
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("options", [{}, {"token_prune_topk": 2}, {"token_prune_threshold": -2.5},
                                      {"labels": list("-abcde"), "word_delimiter": 5, "lm_unit": "token",
                                       "lm": build_ngram_lm([list("abcab"), list("ecad")], order=2),
-                                      "lm_weight": 0.7, "word_bonus": 0.2}],
-                         ids=["exact", "topk", "threshold", "token-lm"])
-def test_batch_with_padding_equals_each_utterance_alone(mask_in_loop, options, monkeypatch):
+                                      "lm_weight": 0.7, "word_bonus": 0.2},
+                                     {"labels": list("-abcde"), "word_delimiter": 5, "lexicon": ["ab", "bad", "ec"],
+                                      "token_prune_topk": 3}],
+                         ids=["exact", "topk", "threshold", "token-lm", "lexicon-topk"])
+def test_batch_with_padding_equals_each_utterance_alone(wide, options, monkeypatch):
     """Padding frames are blank-only frames, whether masked in a copy (few labels) or in the loop (many);
     garbage in them must change nothing, with and without candidate cuts and fusion."""
-    monkeypatch.setattr(beam_search, "_MASK_IN_LOOP_ABOVE", 0 if mask_in_loop else math.inf)
+    monkeypatch.setattr(beam_search, "_WIDE_FRAMES", 0 if wide else math.inf)
     log_probs = random_log_probs(4, 15, 6, seed=7)
     lengths = torch.tensor([15, 9, 4, 12])
     together = decoded(log_probs, lengths, 6, nbest=3, **options)
