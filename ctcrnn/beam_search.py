@@ -154,8 +154,14 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
             rows = (best_token[:, t] >= floor).nonzero().squeeze(1)  # utterances with a live token
             width = 0
             if len(rows):
-                picked_lp, picked = _top_tokens(frame.index_select(0, rows), blank, max_width, token_prune_threshold)
-                width = min(int((picked_lp >= floor[rows].unsqueeze(1)).sum(1).max()), max_width)
+                picked_lp = frame.index_select(0, rows)  # (n, V), a copy
+                picked_lp[:, blank] = -math.inf
+                bar = floor[rows] if token_prune_threshold is None else floor[rows].clamp(min=token_prune_threshold)
+                width = min(int((picked_lp >= bar.unsqueeze(1)).sum(1).max()), max_width)
+                # The `width` best of each row: its live tokens, and maybe tokens that cannot win (exact).
+                picked_lp, picked = picked_lp.topk(width, dim=1, sorted=False)
+                if token_prune_threshold is not None:
+                    picked_lp.masked_fill_(picked_lp < token_prune_threshold, -math.inf)
         else:
             if cand_lp is not None:
                 token_lp = cand_lp[:, t]
