@@ -20,9 +20,10 @@ g bounds what fusion can add for one token (:meth:`ctcrnn.fusion.LMFusion.max_ga
 below the worst of the K stays, the extension cannot be kept, so each frame extends only the tokens that
 pass it (none, on most frames of peaky outputs, which then cost a handful of operations).
 
-Padding frames, and runs of frames skipped by ``skip_blank_threshold``, become single "blank only"
-frames: they can only move mass from pnb to pb, which is exactly what a blank does, so ``a _ a`` stays
-two tokens while the loop runs over fewer frames.
+Runs of frames skipped by ``skip_blank_threshold`` become single "blank only" frames: they can only
+move mass from pnb to pb, which is exactly what a blank does, so ``a _ a`` stays two tokens while the
+loop runs over fewer frames. Padding is never read: utterances run longest first, and each leaves the
+search (its rows of every per-frame operation) after its last frame.
 
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
@@ -73,19 +74,19 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         raise ValueError(f"token_prune_topk must be at least 1 (None: no cut), got {token_prune_topk}")
     batch, _, num_classes = log_probs.shape
     dtype = log_probs.dtype if log_probs.is_floating_point() else torch.float32
-    log_probs, padding = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
-                                         skip_blank_threshold)
+    log_probs, frames = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
+                                        skip_blank_threshold)
     device, steps, beams = log_probs.device, log_probs.shape[1], beam_size
+    # Utterances run longest first, so that those still running at frame t are rows [:active[t]] and
+    # every per-frame operation covers only them (past its last frame an utterance would only take
+    # blanks of probability 1, which change no prefix's total). log_probs keeps the caller's order: its
+    # frames are picked by `by_length` as they are read; everything else is sorted now.
+    by_length = frames.argsort(descending=True, stable=True)
+    in_order = bool((by_length == torch.arange(batch, device=device)).all())
+    active = (frames > torch.arange(steps, device=device).unsqueeze(1)).sum(1).tolist()  # per frame
     # Wide frames (many utterances × labels) make passes over all of log_probs cost more than a few
-    # operations per frame: padding is then masked in the loop, and candidates are picked per frame.
+    # operations per frame: candidates are then picked per frame.
     wide = batch * num_classes >= _WIDE_FRAMES
-    # Padding frames act as blank-only frames of log-prob 0.
-    if padding is not None and not wide:
-        blank_only = torch.full((num_classes,), -math.inf, dtype=dtype, device=device)
-        blank_only[blank] = 0.0
-        log_probs, padding = torch.where(padding.unsqueeze(-1), blank_only, log_probs), None
-    blank_lp = log_probs[..., blank] if padding is None else log_probs[..., blank].masked_fill(padding, 0.0)
-    padded = padding.any(0).tolist() if padding is not None else [False] * steps  # frames to mask in the loop
     # At most `max_width` tokens are extended per frame. Without fusion only the beam_size + 1 most
     # probable can matter (a beam's k-th best extension is among them), so that cut is always applied and
     # loses nothing. A cut below V - 1 is taken for all frames at once: (B, T, C) candidates, most
@@ -95,11 +96,10 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     max_width = min(num_classes - 1, token_prune_topk or num_classes, beams + 1 if fusion is None else num_classes)
     cand_lp = cand_tok = best_token = None
     if max_width < num_classes - 1 and wide:
-        best_token = _best_token_lp(log_probs, blank, token_prune_threshold)
-        if padding is not None:
-            best_token.masked_fill_(padding, -math.inf)
+        best_token = _best_token_lp(log_probs, blank, token_prune_threshold)[by_length]
     elif max_width < num_classes - 1:
         cand_lp, cand_tok = _top_tokens(log_probs, blank, max_width, token_prune_threshold)
+        cand_lp, cand_tok = cand_lp[by_length], cand_tok[by_length]
     blank_id = torch.tensor([blank], device=log_probs.device)
     lowest, eps = torch.finfo(dtype).min, torch.finfo(dtype).eps  # a live token must at least be finite
     # Upper bound of the fusion score a token can add; with it an extension's score has a bound before it
@@ -119,16 +119,26 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     parent = torch.full_like(last, -2)  # -2 matches no key
     beam_ids = torch.arange(beams, device=device)
     stay_source, no_token = beam_ids.expand(batch, -1), torch.full_like(last, -1)
-    back_source, back_token = [], []    # per frame (B, K): the old beam each beam continues, token added or -1
+    back_source, back_token = [], []    # per frame (n, K): the old beam each beam continues, token added or -1
     state = fusion.start(batch, beams, device) if fusion is not None else None
+    # Final acoustic and fusion scores (B, K) of the utterances that ended, and fusion scores before the end.
+    final_am, final_lm, final_acc = torch.empty_like(pb), torch.empty_like(pb), torch.empty_like(pb)
+
+    def finish(rows: slice, done_state) -> None:
+        final_am[rows] = torch.logaddexp(pb[rows], pnb[rows])
+        final_acc[rows] = lm_acc[rows]
+        final_lm[rows] = lm_acc[rows] + (done_state.final_scores().to(dtype) if done_state is not None else 0.0)
 
     for t in range(steps):
-        frame = log_probs[:, t]                          # (B, V)
+        n = active[t]
+        if n < pb.shape[0]:  # utterances that ended: final scores, and no more rows in the search
+            finish(slice(n, pb.shape[0]), state.split(n) if state is not None else None)
+            pb, pnb, lm_acc, last, key, parent = (x[:n] for x in (pb, pnb, lm_acc, last, key, parent))
+            stay_source, no_token = stay_source[:n], no_token[:n]
+        frame = log_probs[:n, t] if in_order else log_probs[:, t].index_select(0, by_length[:n])  # (n, V)
         total = torch.logaddexp(pb, pnb)
         last_lp = frame.gather(1, last)
-        if padded[t]:
-            last_lp.masked_fill_(padding[:, t:t + 1], -math.inf)
-        stay_pb = total + blank_lp[:, t:t + 1]
+        stay_pb = total + frame[:, blank:blank + 1]
         stay_pnb = pnb + last_lp
         # Beam j = beam i + last[j]: add that extension's mass to j. Keys are distinct, so find i by
         # searching j's parent key among the sorted keys of its utterance (K log K, not K²).
@@ -151,7 +161,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         slack = (worst_stay.abs() + best_reach.abs()).mul_(16 * eps)
         floor = (worst_stay - best_reach - gain_bound - slack).clamp_(min=lowest)
         if best_token is not None:
-            rows = (best_token[:, t] >= floor).nonzero().squeeze(1)  # utterances with a live token
+            rows = (best_token[:n, t] >= floor).nonzero().squeeze(1)  # utterances with a live token
             width = 0
             if len(rows):
                 picked_lp = frame.index_select(0, rows)  # (n, V), a copy
@@ -164,11 +174,9 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
                     picked_lp.masked_fill_(picked_lp < token_prune_threshold, -math.inf)
         else:
             if cand_lp is not None:
-                token_lp = cand_lp[:, t]
+                token_lp = cand_lp[:n, t]
             else:  # every non-blank token of the frame
                 token_lp = frame.index_fill(1, blank_id, -math.inf)
-                if padded[t]:
-                    token_lp.masked_fill_(padding[:, t:t + 1], -math.inf)
                 if token_prune_threshold is not None:
                     token_lp.masked_fill_(token_lp < token_prune_threshold, -math.inf)
             width = min(int((token_lp >= floor.unsqueeze(1)).sum(1).max()), max_width)
@@ -179,11 +187,11 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
             continue
         if best_token is not None:  # the other utterances get no candidates (-inf; the blank as id)
             token_lp, tokens = picked_lp[:, :width], picked[:, :width]
-            if len(rows) < batch:
-                token_lp = token_lp.new_full((batch, width), -math.inf).index_copy_(0, rows, token_lp)
-                tokens = tokens.new_full((batch, width), blank).index_copy_(0, rows, tokens)
+            if len(rows) < n:
+                token_lp = token_lp.new_full((n, width), -math.inf).index_copy_(0, rows, token_lp)
+                tokens = tokens.new_full((n, width), blank).index_copy_(0, rows, tokens)
         elif cand_lp is not None:
-            token_lp, tokens = token_lp[:, :width], cand_tok[:, t, :width]  # (B, C)
+            token_lp, tokens = token_lp[:, :width], cand_tok[:n, t, :width]  # (n, C)
         elif 2 * width >= num_classes - 1:
             # Most labels are live: extending all of them (the blank's column stays -inf) is cheaper than
             # picking them, and candidate slot c is label c (tokens None), so no slot maps are needed.
@@ -200,20 +208,20 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
                 match = tokens.unsqueeze(1) == last.unsqueeze(2)
                 has_slot, slot = match.any(2), match.to(torch.uint8).argmax(2)
             else:  # a map label -> slot (B, V)
-                slot_ids = torch.arange(width, device=device).expand(batch, -1)
-                slot = torch.full((batch, num_classes), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
+                slot_ids = torch.arange(width, device=device).expand(n, -1)
+                slot = torch.full((n, num_classes), -1, device=device).scatter_(1, tokens, slot_ids).gather(1, last)
                 has_slot = slot >= 0
                 slot = slot.clamp_(min=0)
-        scores = torch.empty(batch, beams * (width + 1), dtype=dtype, device=device)
+        scores = torch.empty(n, beams * (width + 1), dtype=dtype, device=device)
         scores[:, :beams] = stay_score
-        extensions = scores[:, beams:].view(batch, beams, width)
+        extensions = scores[:, beams:].view(n, beams, width)
         torch.add(reached.unsqueeze(2), token_lp.unsqueeze(1), out=extensions)
         own = beam_ids * width + slot
         own_score = pb + token_lp.gather(1, slot)
         if state is not None:
             delta = state.extension_scores(tokens).to(dtype)  # (B, K, C), fresh
             extensions.add_(delta)
-            own_score += lm_acc + delta.view(batch, -1).gather(1, own)
+            own_score += lm_acc + delta.view(n, -1).gather(1, own)
         if has_slot is not None:
             own_score = torch.where(has_slot, own_score, scores.gather(1, own + beams))
         scores.scatter_(1, own + beams, own_score)
@@ -237,7 +245,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         pb = torch.where(extended, neg_inf, stay_pb.gather(1, source)).masked_fill_(invalid, -math.inf)
         if state is not None:
             lm_acc = lm_acc.gather(1, source)
-            lm_acc = torch.where(extended, lm_acc + delta.reshape(batch, -1).gather(1, flat), lm_acc)
+            lm_acc = torch.where(extended, lm_acc + delta.reshape(n, -1).gather(1, flat), lm_acc)
             state.advance(source, new_token, extended)
         source_key = key.gather(1, source)
         last = torch.where(extended, new_token, last_source)
@@ -248,14 +256,16 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         back_source.append(source)
         back_token.append(new_token)
 
-    am = torch.logaddexp(pb, pnb)
-    lm = lm_acc + (state.final_scores().to(dtype) if state is not None else 0.0)
+    finish(slice(0, pb.shape[0]), state)
+    restore = torch.empty_like(by_length).scatter_(0, by_length, torch.arange(batch, device=device))  # caller's order
+    am, lm, acc = final_am[restore], final_lm[restore], final_acc[restore]
     total = am + lm
     # If no beam of an utterance may end (e.g. each stops inside a word the lexicon lacks), rank its beams
     # by the score they had before the end, rather than in arbitrary order; their scores stay -inf.
     dead_end = (total == -math.inf).all(1, keepdim=True)
-    ranked = torch.where(dead_end, am + lm_acc, total).argsort(dim=1, descending=True)[:, :nbest]
-    tokens = _backtrack(back_source, back_token, ranked)
+    ranked = torch.where(dead_end, am + acc, total).argsort(dim=1, descending=True)[:, :nbest]
+    tokens = _backtrack(back_source, back_token, ranked[by_length], beams)
+    tokens = [tokens[i] for i in restore.tolist()]
     am, lm = am.gather(1, ranked).tolist(), lm.gather(1, ranked).tolist()
     # Beams that never held a prefix (fewer distinct prefixes than beams) are dropped; the best stays.
     keep = [[i for i in range(nbest) if i == 0 or a[i] + m[i] > -math.inf] for a, m in zip(am, lm)]
@@ -265,24 +275,22 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
 
 
 def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
-                    skip_blank_threshold: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(log_probs (B, T', V), padding (B, T') or None). Without skipping: the frames up to the longest
-    length, unchanged, and which of them are padding, to be read as blank-only frames of log-prob 0
-    (any number of those act as one). With skipping: each run of padding or skipped frames becomes one
-    blank-only frame whose blank log-prob is the run's sum (padding counts as probability 1), every other
-    label -inf; padding is None."""
+                    skip_blank_threshold: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log_probs (B, T', V), frames (B,)): each utterance's frames are its first frames[b] rows; the
+    rest is filler, never read. Without skipping: the input up to the longest length, unchanged. With
+    skipping: each run of skipped frames becomes one blank-only frame whose blank log-prob is the run's
+    sum, every other label -inf (runs that only reach into the padding count to the utterance)."""
     batch, steps, num_classes = log_probs.shape
+    lengths = lengths.clamp(0, steps)
+    if skip_blank_threshold is None:
+        return log_probs[:, :int(lengths.max()) if batch else 0], lengths
     frame = torch.arange(steps, device=log_probs.device)
     padding = frame.unsqueeze(0) >= lengths.unsqueeze(1)
-    if skip_blank_threshold is None:
-        steps = int(lengths.max()) if batch else 0
-        padding = padding[:, :steps]
-        return log_probs[:, :steps], padding if bool(padding.any()) else None
     skip = padding.clone()
     if skip_blank_threshold is not None:
         skip |= log_probs[..., blank] > math.log(skip_blank_threshold)
     if steps == 0 or not bool(skip.any()):
-        return log_probs, None
+        return log_probs, lengths
     run_start = skip & ~F.pad(skip[:, :-1], (1, 0), value=False)
     kept = ~skip | run_start
     position = kept.cumsum(1) - 1                      # (B, T): where each frame lands
@@ -295,7 +303,7 @@ def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     blank_only = torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device).scatter_(1, position, skip)
     blank_only |= torch.arange(out.shape[1], device=out.device).unsqueeze(0) >= count.unsqueeze(1)
     out[..., blank] = torch.where(blank_only, run_blank, out[..., blank])
-    return out, None
+    return out, count
 
 
 def _top_tokens(log_probs: torch.Tensor, blank: int, width: int,
@@ -325,12 +333,19 @@ def _extend_key(key: torch.Tensor, token: torch.Tensor, base: int) -> torch.Tens
     return (((key >> 31) * base + digit) % hashing.P1 << 31) | (((key & hashing.LOW) * base + digit) % hashing.P2)
 
 
-def _backtrack(back_source: list[torch.Tensor], back_token: list[torch.Tensor],
-               ranked: torch.Tensor) -> list[list[list[int]]]:
-    """Label sequences of the ``ranked`` (B, N) final beams, following the per-frame back-pointers."""
+def _backtrack(back_source: list[torch.Tensor], back_token: list[torch.Tensor], ranked: torch.Tensor,
+               beams: int) -> list[list[list[int]]]:
+    """Label sequences of the ``ranked`` (B, N) final beams, following the per-frame back-pointers: frame
+    t's are (n_t, K) for the first n_t utterances (n_t never grows); the others had ended and stay."""
     batch = ranked.shape[0]
-    source = torch.stack(back_source).cpu().numpy() if back_source else np.zeros((0, batch, 1), np.int64)
-    token = torch.stack(back_token).cpu().numpy() if back_token else np.zeros((0, batch, 1), np.int64)
+    source = np.broadcast_to(np.arange(beams), (len(back_source), batch, beams)).copy()
+    token = np.full((len(back_token), batch, beams), -1, dtype=np.int64)
+    if back_source:
+        rows = np.cumsum([0] + [len(s) for s in back_source])
+        all_source, all_token = torch.cat(back_source).cpu().numpy(), torch.cat(back_token).cpu().numpy()
+        for t in range(len(back_source)):
+            source[t, :rows[t + 1] - rows[t]] = all_source[rows[t]:rows[t + 1]]
+            token[t, :rows[t + 1] - rows[t]] = all_token[rows[t]:rows[t + 1]]
     beam = ranked.cpu().numpy()
     rows = np.arange(beam.shape[0])[:, None]
     emitted = np.empty((source.shape[0],) + beam.shape, dtype=np.int64)  # (T, B, N)

@@ -28,6 +28,7 @@ Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.au
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 
@@ -270,6 +271,17 @@ class FusionState:
                 row.view(-1).index_copy_(0, beams, self._rows_for(*state))
             self.row = row
 
+    def split(self, n: int) -> FusionState:
+        """Keep the first ``n`` utterances; return the state of the others (for their final scores)."""
+        rest = copy.copy(self)  # shares the tables and the token-LM cache
+        for name in _PER_BEAM:
+            if hasattr(self, name):
+                value = getattr(self, name)
+                setattr(self, name, value[:n])
+                setattr(rest, name, value[n:])
+        rest.shape, self.shape = (self.shape[0] - n, self.shape[1]), (n, self.shape[1])
+        return rest
+
     # ------------------------------------------------------------------ helpers
     def _push_words(self, beams: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append LM ``words`` (n,) to the LM states of ``beams`` (n,) (flat indices); the LM lookups run
@@ -325,6 +337,10 @@ class FusionState:
         self.cache_keys = keys
         self.cache_table, order = hashing.sorted_keys(keys)
         self.cache_row = hashing.align(torch.arange(len(keys), device=keys.device), order)
+
+
+# FusionState's per-beam tensors, (B, K, ...); the others are shared by the whole batch.
+_PER_BEAM = ("lm_rows", "lm_backoffs", "node", "closing", "hot", "row")
 
 
 def _table_lookup(table: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:

@@ -146,8 +146,9 @@ def test_repeated_tokens_need_a_blank():
                                       "token_prune_topk": 3}],
                          ids=["exact", "topk", "threshold", "token-lm", "lexicon-topk"])
 def test_batch_with_padding_equals_each_utterance_alone(wide, options, monkeypatch):
-    """Padding frames are blank-only frames, whether masked in a copy (few labels) or in the loop (many);
-    garbage in them must change nothing, with and without candidate cuts and fusion."""
+    """Utterances end at their lengths (the search runs them longest first and drops each as it ends):
+    garbage in the padding must change nothing, with and without candidate cuts (picked for all frames
+    at once, or per frame on wide frames) and fusion."""
     monkeypatch.setattr(beam_search, "_WIDE_FRAMES", 0 if wide else math.inf)
     log_probs = random_log_probs(4, 15, 6, seed=7)
     lengths = torch.tensor([15, 9, 4, 12])
