@@ -143,8 +143,11 @@ def test_repeated_tokens_need_a_blank():
                                       "lm": build_ngram_lm([list("abcab"), list("ecad")], order=2),
                                       "lm_weight": 0.7, "word_bonus": 0.2},
                                      {"labels": list("-abcde"), "word_delimiter": 5, "lexicon": ["ab", "bad", "ec"],
-                                      "token_prune_topk": 3}],
-                         ids=["exact", "topk", "threshold", "token-lm", "lexicon-topk"])
+                                      "token_prune_topk": 3},
+                                     {"labels": list("-abcde"), "word_delimiter": 5, "hotwords": ["cab"],
+                                      "lm": build_ngram_lm([["ab", "bad"], ["cab", "ab", "d"]], order=3),
+                                      "lm_weight": 0.6, "word_bonus": 0.4}],
+                         ids=["exact", "topk", "threshold", "token-lm", "lexicon-topk", "word-lm-hotwords"])
 def test_batch_with_padding_equals_each_utterance_alone(wide, options, monkeypatch):
     """Utterances end at their lengths (the search runs them longest first and drops each as it ends):
     garbage in the padding must change nothing, with and without candidate cuts (picked for all frames
