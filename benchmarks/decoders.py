@@ -6,7 +6,8 @@ error rate (TER, %) against the true transcripts.
 
     python benchmarks/decoders.py [--batch 16] [--steps 500] [--vocab 29 1296] [--beams 8 16 64]
                                   [--lm none 3gram] [--decoders ctcrnn flashlight pyctcdecode]
-                                  [--token-topk K] [--skip-blank 0.999] [--threads 1] [--repeats 1]
+                                  [--token-topk K] [--token-threshold LOGP] [--skip-blank 0.999]
+                                  [--threads 1] [--repeats 1]
                                   [--blank-margin 3]
 
 Two label sets: V = 29 (blank, a-z, apostrophe, "|" between words; the LM scores words, with the LM's
@@ -15,7 +16,9 @@ search) and V = 1296 (blank + 1295 gloss-like tokens, each token a word of a tok
 is run without an LM there, as it spells words with single characters). Transcripts come from a sparse
 random word chain, so an n-gram LM helps; their CTC outputs are peaky (blank ≈ 0.9 between spikes) and on
 15% of the spikes a wrong token gets nearly as much mass, which the LM can correct.
-Each decoder runs with its own defaults except the beam (and ``--token-topk`` where given); timestamps
+Each decoder runs with its own defaults except the beam (and ``--token-topk`` / ``--token-threshold``
+where given: the latter is ctcrnn's ``token_prune_threshold`` and pyctcdecode's ``token_min_logp``, -5 by
+default there, so ``--token-threshold -5`` gives both the same token floor); timestamps
 are off, as only ctcrnn computes them for every hypothesis. ``--skip-blank`` adds a "ctcrnn+skip" row:
 frames whose blank probability exceeds the threshold count as certain blanks. With the word LM and
 pyctcdecode, a "ctcrnn-nolex" row runs ctcrnn like pyctcdecode: no lexicon, unknown words at -10.
@@ -109,7 +112,7 @@ def word_chain_over(words: list[str], seed: int):
     return word_chain(len(words), lambda g: next(pool), seed)
 
 
-def decoders(names, labels, delimiter, beam, arpa, lexicon, topk, threads, skip_blank):
+def decoders(names, labels, delimiter, beam, arpa, lexicon, topk, threshold, threads, skip_blank):
     """name -> decoder, for the decoders installed. arpa None: no LM."""
     word_lm = arpa is not None and delimiter is not None
     fusion = {}
@@ -121,7 +124,8 @@ def decoders(names, labels, delimiter, beam, arpa, lexicon, topk, threads, skip_
         for name, skip in (("ctcrnn", None), ("ctcrnn+skip", skip_blank)):
             if name == "ctcrnn" or skip is not None:
                 made[name] = BeamSearchDecoder(beam, labels=labels, word_delimiter=delimiter, timestamps=False,
-                                               token_prune_topk=topk, skip_blank_threshold=skip,
+                                               token_prune_topk=topk, token_prune_threshold=threshold,
+                                               skip_blank_threshold=skip,
                                                num_threads=threads, lexicon=lexicon if word_lm else None, **fusion)
     if "flashlight" in names:
         try:
@@ -134,13 +138,15 @@ def decoders(names, labels, delimiter, beam, arpa, lexicon, topk, threads, skip_
     if "ctcrnn" in names and "pyctcdecode" in names and word_lm:
         # pyctcdecode's own settings: no lexicon, unknown words at its unk_score_offset of -10.
         made["ctcrnn-nolex"] = BeamSearchDecoder(beam, labels=labels, word_delimiter=delimiter, timestamps=False,
-                                                 token_prune_topk=topk, num_threads=threads, unk_score=-10.0,
+                                                 token_prune_topk=topk, token_prune_threshold=threshold,
+                                                 num_threads=threads, unk_score=-10.0,
                                                  **fusion)
     if "pyctcdecode" in names and not (arpa is not None and delimiter is None):
         try:
             from ctcrnn.external_decoders import PyCTCDecoder
+            floor = {} if threshold is None else {"token_min_logp": threshold}
             made["pyctcdecode"] = PyCTCDecoder(labels, beam_size=beam, word_delimiter=delimiter,
-                                               timestamps=False, **fusion)
+                                               timestamps=False, **floor, **fusion)
         except ImportError as error:
             print(f"  (pyctcdecode skipped: {error})")
     return made
@@ -167,6 +173,9 @@ def main() -> None:
     parser.add_argument("--decoders", nargs="+", default=["ctcrnn", "flashlight", "pyctcdecode"])
     parser.add_argument("--token-topk", type=int, default=None,
                         help="tokens per frame for ctcrnn and flashlight (default: each decoder's own)")
+    parser.add_argument("--token-threshold", type=float, default=None,
+                        help="log-prob floor of a frame's tokens for ctcrnn and pyctcdecode (default: ctcrnn none, "
+                             "pyctcdecode -5)")
     parser.add_argument("--skip-blank", type=float, default=None,
                         help="also run ctcrnn with skip_blank_threshold set to this probability")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for ctcrnn")
@@ -186,7 +195,7 @@ def main() -> None:
             for lm in args.lm:
                 for beam in args.beams:
                     made = decoders(args.decoders, labels, delimiter, beam, arpa if lm == "3gram" else None,
-                                    words, args.token_topk, args.threads, args.skip_blank)
+                                    words, args.token_topk, args.token_threshold, args.threads, args.skip_blank)
                     reference = None
                     for name, decoder in made.items():
                         decoder(log_probs[:1], lengths[:1])  # warm-up: lazily built tables, caches
