@@ -232,7 +232,11 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         scores.scatter_(1, position, torch.where(duplicate, neg_inf, stay_score))
 
         best, chosen = scores.topk(beams, dim=1, sorted=False)
-        extended, invalid = chosen >= beams, best == -math.inf
+        # A beam of probability 0 is no prefix: it stays where it is, with no token (else an utterance
+        # whose every prefix died would pick up tokens from the slots its batch-mates' candidates made).
+        invalid = best == -math.inf
+        chosen = torch.where(invalid, beam_ids, chosen)
+        extended = chosen >= beams
         flat = (chosen - beams).clamp_(min=0)
         source = torch.where(extended, flat // width, chosen)
         at_slot = flat % width

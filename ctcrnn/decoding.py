@@ -197,6 +197,8 @@ def _ctc_log_likelihood(log_probs: torch.Tensor, lengths: torch.Tensor, tokens: 
     """ln P(tokens[b] | log_probs[b]) summed over alignments (torch's CTC forward pass)."""
     if not tokens:
         return []
+    if log_probs.shape[1] == 0:  # no frames: every transcript is empty, with probability 1
+        return [0.0] * len(tokens)
     flat = torch.tensor([t for seq in tokens for t in seq], dtype=torch.long)
     target_lengths = torch.tensor([len(seq) for seq in tokens], dtype=torch.long)
     lp = log_probs.detach()

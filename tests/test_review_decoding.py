@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ctcrnn import beam_search
 from ctcrnn.beam_search import ctc_prefix_search
 from ctcrnn.fusion import LMFusion
 from ctcrnn.decoding import prefix_beam_search
@@ -187,3 +188,27 @@ def test_a_label_spelt_empty_grows_no_word():
     state = fusion.start(1, 1, torch.device("cpu"))
     state.advance(one, torch.full((1, 1), 4), torch.ones(1, 1, dtype=torch.bool))
     assert float(state.final_scores()) == pytest.approx(float(fusion.start(1, 1, torch.device("cpu")).final_scores()))
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_an_utterance_whose_prefixes_all_die_decodes_in_a_batch_as_alone(wide, monkeypatch):
+    """Review: on a frame where the blank is impossible and every token is pruned, all of an utterance's
+    prefixes get probability 0. Alone it decodes to [] (score -inf); in a batch its beams picked up the
+    tokens of slots made for the other utterance (on wide frames the blank, which then broke timestamps
+    for the whole batch)."""
+    monkeypatch.setattr(beam_search, "_WIDE_FRAMES", 0 if wide else math.inf)
+    log_probs = torch.full((2, 3, 4), -math.inf, dtype=torch.float64)
+    log_probs[0] = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1]]).log()
+    log_probs[1, 0] = torch.tensor([0.0, 1 / 3, 1 / 3, 1 / 3]).log()  # blank impossible, tokens below -1
+    log_probs[1, 1:] = torch.tensor([0.1, 0.1, 0.1, 0.7]).log()
+    lengths, options = torch.tensor([3, 3]), dict(token_prune_threshold=-1.0, token_prune_topk=1, nbest=3)
+    together = prefix_beam_search(log_probs, lengths, 3, **options)  # timestamps on
+    alone = prefix_beam_search(log_probs[1:], lengths[1:], 3, **options)[0]
+    assert [(h.tokens, h.score) for h in together[1]] == [(h.tokens, h.score) for h in alone] == [([], -math.inf)]
+    assert together[0][0].tokens == [1, 2]
+
+
+def test_greedy_decoding_of_frameless_input():
+    """Review: beam 1 (greedy) on log-probs with no frames crashed in the CTC likelihood of the results."""
+    hyps = prefix_beam_search(torch.zeros(2, 0, 4), torch.zeros(2, dtype=torch.long), 1)
+    assert [(h[0].tokens, h[0].score) for h in hyps] == [([], 0.0), ([], 0.0)]
