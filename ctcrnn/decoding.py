@@ -115,6 +115,9 @@ class BeamSearchDecoder:
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         """log_probs (B, T, V) log-softmax outputs, lengths (B,) valid frames: B lists of hypotheses."""
+        steps = log_probs.shape[1] if log_probs.dim() == 3 else None
+        if steps is not None and lengths.numel() and not 0 <= int(lengths.min()) <= int(lengths.max()) <= steps:
+            raise ValueError(f"lengths must lie in [0, T={steps}], got {lengths.tolist()}")
         if self.beam_size == 1 and self.fusion is None:
             tokens = greedy_decode(log_probs, lengths, self.blank)
             am = _ctc_log_likelihood(log_probs, lengths, tokens, self.blank)

@@ -212,3 +212,10 @@ def test_greedy_decoding_of_frameless_input():
     """Review: beam 1 (greedy) on log-probs with no frames crashed in the CTC likelihood of the results."""
     hyps = prefix_beam_search(torch.zeros(2, 0, 4), torch.zeros(2, dtype=torch.long), 1)
     assert [(h[0].tokens, h[0].score) for h in hyps] == [([], 0.0), ([], 0.0)]
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_lengths_beyond_the_frames_are_a_clear_error(beam):
+    """Review: beam 1 crashed inside torch's CTC loss on a length above T, while beam 4 clamped it."""
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
+        prefix_beam_search(torch.randn(2, 3, 4).log_softmax(-1), torch.tensor([5, 2]), beam)
