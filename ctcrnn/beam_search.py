@@ -164,7 +164,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
             rows = (best_token[:n, t] >= floor).nonzero().squeeze(1)  # utterances with a live token
             width = 0
             if len(rows):
-                picked_lp = frame.index_select(0, rows)  # (n, V), a copy
+                picked_lp = frame.index_select(0, rows)  # (rows, V), a copy
                 picked_lp[:, blank] = -math.inf
                 bar = floor[rows] if token_prune_threshold is None else floor[rows].clamp(min=token_prune_threshold)
                 width = min(int((picked_lp >= bar.unsqueeze(1)).sum(1).max()), max_width)
@@ -290,9 +290,7 @@ def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
         return log_probs[:, :int(lengths.max()) if batch else 0], lengths
     frame = torch.arange(steps, device=log_probs.device)
     padding = frame.unsqueeze(0) >= lengths.unsqueeze(1)
-    skip = padding.clone()
-    if skip_blank_threshold is not None:
-        skip |= log_probs[..., blank] > math.log(skip_blank_threshold)
+    skip = padding | (log_probs[..., blank] > math.log(skip_blank_threshold))
     if steps == 0 or not bool(skip.any()):
         return log_probs, lengths
     run_start = skip & ~F.pad(skip[:, :-1], (1, 0), value=False)
@@ -305,7 +303,6 @@ def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     blank_lp = torch.where(skip & ~padding, log_probs[..., blank], 0.0)
     run_blank = out.new_zeros(out.shape[:2]).scatter_add_(1, position, blank_lp)
     blank_only = torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device).scatter_(1, position, skip)
-    blank_only |= torch.arange(out.shape[1], device=out.device).unsqueeze(0) >= count.unsqueeze(1)
     out[..., blank] = torch.where(blank_only, run_blank, out[..., blank])
     return out, count
 
