@@ -72,6 +72,8 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         raise ValueError(f"nbest must lie in [1, beam_size={beam_size}], got {nbest}")
     if token_prune_topk is not None and token_prune_topk < 1:
         raise ValueError(f"token_prune_topk must be at least 1 (None: no cut), got {token_prune_topk}")
+    if lengths.numel() and not 0 <= int(lengths.min()) <= int(lengths.max()) <= log_probs.shape[1]:
+        raise ValueError(f"lengths must lie in [0, T={log_probs.shape[1]}], got {lengths.tolist()}")
     batch, _, num_classes = log_probs.shape
     dtype = log_probs.dtype if log_probs.is_floating_point() else torch.float32
     log_probs, frames = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
@@ -285,8 +287,7 @@ def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     skipping: each run of skipped frames becomes one blank-only frame whose blank log-prob is the run's
     sum, every other label -inf (runs that only reach into the padding count to the utterance)."""
     batch, steps, num_classes = log_probs.shape
-    lengths = lengths.clamp(0, steps)
-    if skip_blank_threshold is None:
+    if skip_blank_threshold is None or batch == 0:
         return log_probs[:, :int(lengths.max()) if batch else 0], lengths
     frame = torch.arange(steps, device=log_probs.device)
     padding = frame.unsqueeze(0) >= lengths.unsqueeze(1)

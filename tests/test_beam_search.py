@@ -153,12 +153,14 @@ def test_batch_with_padding_equals_each_utterance_alone(wide, options, monkeypat
     garbage in the padding must change nothing, with and without candidate cuts (picked for all frames
     at once, or per frame on wide frames) and fusion."""
     monkeypatch.setattr(beam_search, "_WIDE_FRAMES", 0 if wide else math.inf)
-    log_probs = random_log_probs(4, 15, 6, seed=7)
-    lengths = torch.tensor([15, 9, 4, 12])
-    together = decoded(log_probs, lengths, 6, nbest=3, **options)
-    for b, length in enumerate(lengths.tolist()):
-        alone = decoded(log_probs[b:b + 1, :length], torch.tensor([length]), 6, nbest=3, **options)[0]
-        assert_same(together[b], alone, tol=1e-12)
+    log_probs = random_log_probs(6, 15, 6, seed=7)
+    lengths = torch.tensor([15, 9, 0, 4, 15, 12])  # unsorted, an empty one, two of equal length
+    for skip in (None, 0.5):
+        together = decoded(log_probs, lengths, 6, nbest=3, skip_blank_threshold=skip, **options)
+        for b, length in enumerate(lengths.tolist()):
+            alone = decoded(log_probs[b:b + 1, :length], torch.tensor([length]), 6, nbest=3,
+                            skip_blank_threshold=skip, **options)[0]
+            assert_same(together[b], alone, tol=1e-12)
 
 
 def test_empty_utterance_decodes_to_nothing():

@@ -217,5 +217,15 @@ def test_greedy_decoding_of_frameless_input():
 @pytest.mark.parametrize("beam", [1, 4])
 def test_lengths_beyond_the_frames_are_a_clear_error(beam):
     """Review: beam 1 crashed inside torch's CTC loss on a length above T, while beam 4 clamped it."""
-    with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
-        prefix_beam_search(torch.randn(2, 3, 4).log_softmax(-1), torch.tensor([5, 2]), beam)
+    log_probs = torch.randn(2, 3, 4).log_softmax(-1)
+    for lengths in ([5, 2], [-1, 2]):
+        with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
+            prefix_beam_search(log_probs, torch.tensor(lengths), beam)
+        with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
+            ctc_prefix_search(log_probs, torch.tensor(lengths), beam)
+
+
+def test_an_empty_batch_with_blank_skipping_decodes_to_nothing():
+    """Review: B = 0 with skip_blank_threshold crashed on max() of an empty tensor."""
+    assert prefix_beam_search(torch.zeros(0, 5, 4), torch.zeros(0, dtype=torch.long), 4,
+                              skip_blank_threshold=0.9) == []
