@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import hashing
 from .fusion import LMFusion
 
-__all__ = ["SearchResult", "ctc_prefix_search"]
+__all__ = ["SearchResult", "check_lengths", "ctc_prefix_search"]
 
 # Frames are wide from this batch size × labels on (see ctc_prefix_search).
 _WIDE_FRAMES = 32768
@@ -72,8 +72,7 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
         raise ValueError(f"nbest must lie in [1, beam_size={beam_size}], got {nbest}")
     if token_prune_topk is not None and token_prune_topk < 1:
         raise ValueError(f"token_prune_topk must be at least 1 (None: no cut), got {token_prune_topk}")
-    if lengths.numel() and not 0 <= int(lengths.min()) <= int(lengths.max()) <= log_probs.shape[1]:
-        raise ValueError(f"lengths must lie in [0, T={log_probs.shape[1]}], got {lengths.tolist()}")
+    check_lengths(lengths, log_probs.shape[1])
     batch, _, num_classes = log_probs.shape
     dtype = log_probs.dtype if log_probs.is_floating_point() else torch.float32
     log_probs, frames = _compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
@@ -278,6 +277,12 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     return SearchResult([[seqs[i] for i in k] for seqs, k in zip(tokens, keep)],
                         [[a[i] for i in k] for a, k in zip(am, keep)],
                         [[m[i] for i in k] for m, k in zip(lm, keep)])
+
+
+def check_lengths(lengths: torch.Tensor, steps: int) -> None:
+    """Raise a clear error unless every length lies in [0, steps] (torch's CTC code would crash or clamp)."""
+    if lengths.numel() and not 0 <= int(lengths.min()) <= int(lengths.max()) <= steps:
+        raise ValueError(f"lengths must lie in [0, T={steps}], got {lengths.tolist()}")
 
 
 def _compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .alignment import Segment, forced_align_segments
-from .beam_search import ctc_prefix_search
+from .beam_search import check_lengths, ctc_prefix_search
 from .fusion import LMFusion
 from .lm import NGramLM, read_arpa
 
@@ -115,10 +115,8 @@ class BeamSearchDecoder:
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
         """log_probs (B, T, V) log-softmax outputs, lengths (B,) valid frames: B lists of hypotheses."""
-        steps = log_probs.shape[1] if log_probs.dim() == 3 else None
-        if steps is not None and lengths.numel() and not 0 <= int(lengths.min()) <= int(lengths.max()) <= steps:
-            raise ValueError(f"lengths must lie in [0, T={steps}], got {lengths.tolist()}")
-        if self.beam_size == 1 and self.fusion is None:
+        if self.beam_size == 1 and self.fusion is None:  # (the search checks its own inputs)
+            check_lengths(lengths, log_probs.shape[1])
             tokens = greedy_decode(log_probs, lengths, self.blank)
             am = _ctc_log_likelihood(log_probs, lengths, tokens, self.blank)
             return self._hypotheses(log_probs, lengths, [[t] for t in tokens], [[a] for a in am],
