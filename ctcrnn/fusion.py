@@ -339,7 +339,8 @@ class FusionState:
         self.cache_row = hashing.align(torch.arange(len(keys), device=keys.device), order)
 
 
-# FusionState's per-beam tensors, (B, K, ...); the others are shared by the whole batch.
+# FusionState's per-beam tensors, (B, K, ...); the others are shared by the whole batch. A new per-beam
+# tensor must be listed here (tests/test_review_decoding.py checks that none is missing).
 _PER_BEAM = ("lm_rows", "lm_backoffs", "node", "closing", "hot", "row")
 
 

@@ -1,7 +1,9 @@
 """Regression tests from reviews of the decoder: the score-bound token pruning and the --decoder option
 (float32 fusion scores against the bound, a near tie, tune-lm with flashlight's lexicon-free decoder,
 bad top-k), then the early <unk> charge and the LM's joined n-gram tables (a positive charge within
-max_gain, an LM with an empty order, -inf back-offs, a label spelt "")."""
+max_gain, an LM with an empty order, -inf back-offs, a label spelt ""), and the per-beam fusion state
+that FusionState.split hands over (its list is kept by hand)."""
+import copy
 import math
 import sys
 from pathlib import Path
@@ -11,13 +13,14 @@ import pytest
 import torch
 
 from ctcrnn import beam_search
+from ctcrnn import fusion as fusion_module
 from ctcrnn.beam_search import ctc_prefix_search
 from ctcrnn.fusion import LMFusion
 from ctcrnn.decoding import prefix_beam_search
 from ctcrnn.lm import LN10, build_ngram_lm, read_arpa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_fusion_search import BAR, LABELS, LEXICON, WORD_LM  # noqa: E402
+from test_fusion_search import BAR, LABELS, LEXICON, SENTENCES, WORD_LM  # noqa: E402
 
 
 # ---------------------------------------------------------------- max_gain vs float32 fusion scores
@@ -229,3 +232,27 @@ def test_an_empty_batch_with_blank_skipping_decodes_to_nothing():
     """Review: B = 0 with skip_blank_threshold crashed on max() of an empty tensor."""
     assert prefix_beam_search(torch.zeros(0, 5, 4), torch.zeros(0, dtype=torch.long), 4,
                               skip_blank_threshold=0.9) == []
+
+
+@pytest.mark.parametrize("unit", ["word", "token"])
+def test_split_hands_over_every_per_beam_tensor_of_the_fusion_state(unit):
+    """FusionState.split cuts the per-beam tensors named in fusion._PER_BEAM (kept by hand): a per-beam
+    tensor added to the state but not to that list would fail here. Batch 3 × beams 5 over 6 labels, so
+    no shared table has that leading shape; a few steps first, so that every attribute is reassigned."""
+    lm = WORD_LM if unit == "word" else build_ngram_lm([list("|".join(s)) for s in SENTENCES], order=3)
+    fusion = LMFusion(LABELS, lm=lm, lm_weight=0.5, word_bonus=0.5, word_delimiter=BAR, lm_unit=unit,
+                      lexicon=LEXICON, hotwords=["cat"])
+    state = fusion.start(3, 5, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        extended = torch.rand(3, 5, generator=gen) < 0.7
+        tokens = torch.where(extended, torch.randint(1, len(LABELS), (3, 5), generator=gen), -1)
+        state.advance(torch.randint(0, 5, (3, 5), generator=gen), tokens, extended)
+    per_beam = {name: value.clone() for name, value in vars(state).items()
+                if torch.is_tensor(value) and value.shape[:2] == (3, 5)}
+    assert set(per_beam) <= set(fusion_module._PER_BEAM) and len(per_beam) >= 4
+    expected = copy.deepcopy(state).final_scores()
+    rest = state.split(2)
+    for name, value in per_beam.items():
+        assert torch.equal(torch.cat([getattr(state, name), getattr(rest, name)]), value), name
+    assert torch.equal(torch.cat([state.final_scores(), rest.final_scores()]), expected)
