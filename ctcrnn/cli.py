@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 
 from .checkpoint import CheckpointError
@@ -236,9 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may start with "-" beyond a plain number (-inf, -1,0,1): argparse takes those for
+# options of their own, so they are joined to their option ("--unk-score=-inf") before parsing.
+_SIGNED_OPTIONS = ("--lm-weight", "--word-bonus", "--unk-score", "--lm-weights", "--word-bonuses")
+_SIGNED_VALUE = re.compile(r"-(inf|\d|\.\d)", re.IGNORECASE)
+
+
+def attach_signed_values(argv: list[str]) -> list[str]:
+    """``--word-bonuses -1,0,1`` and ``--unk-score -inf`` as users write them, in the form argparse reads."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _SIGNED_OPTIONS and _SIGNED_VALUE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_signed_values(sys.argv[1:] if argv is None else list(argv)))
     try:
         args.func(args)
     except (ValueError, CheckpointError) as e:  # ConfigError, RegistryError and data errors are ValueErrors

@@ -5,6 +5,7 @@ Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.au
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -15,13 +16,15 @@ from .trainer import resolve_device
 
 __all__ = ["tune_lm"]
 
+log = logging.getLogger(__name__)
+
 
 def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm_weights=(0.0, 0.25, 0.5, 1.0, 2.0),
             word_bonuses=(-1.0, 0.0, 1.0, 2.0), beam_size: int = 16, lexicon: str | None = None,
             word_delimiter: str | None = None, device: str = "auto", batch_size: int | None = None,
             out: str | Path | None = None, engine: str = "ctcrnn", unk_score: float | None = None) -> dict:
     """Token error rate (%) of every (lm_weight, word_bonus) pair on ``split`` (default: the config's
-    validation split, never the test split, so the chosen pair is not fitted to the test data).
+    validation split, so that the chosen pair is not fitted to the test data; the test split is warned about).
 
     Returns {"split", "greedy_ter", "grid": [{"lm_weight", "word_bonus", "ter"}, ...], "best": {...}};
     for character data the grid and greedy result also carry "wer" and "cer" and the best pair is the one
@@ -32,6 +35,9 @@ def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm
     if engine == "flashlight" and lexicon is None and any(bonus != 0 for bonus in word_bonuses):
         raise ValueError("flashlight's lexicon-free decoder has no word bonus: pass --word-bonuses 0, or a --lexicon")
     state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split, default="val")
+    if split == cfg.data.test_split:
+        log.warning("tuning on the test split (%s): the chosen pair is fitted to the data it will be scored on, "
+                    "so test results decoded with it are optimistic; tune on the validation split", split)
     rows = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
                      cfg.data.num_workers, keep_log_probs=True)
     spec = state["input_spec"]

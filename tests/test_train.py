@@ -1,13 +1,15 @@
 """End to end: a tiny SyntheticActions run trains, checkpoints, resumes exactly, and evaluates."""
 import importlib.util
 import json
+import logging
+import math
 
 import pytest
 import torch
 
 from conftest import tiny_config_overrides
 from ctcrnn.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from ctcrnn.cli import main
+from ctcrnn.cli import attach_signed_values, build_parser, main
 from ctcrnn.config import load_config
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.decoding import greedy_decode
@@ -172,7 +174,7 @@ def test_cli_train_then_evaluate_writes_reports(tmp_path, capsys):
     assert len((tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()) == 9
 
 
-def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch):
+def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch, caplog):
     """lm build writes an ARPA file from transcripts, evaluate --beam reports beam search beside greedy,
     tune-lm scores the whole grid on the validation split and picks its best pair."""
     main(["train", "--no-eval", *tiny_config_overrides(tmp_path, **{"trainer.max_epochs": 1})])
@@ -197,12 +199,18 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch):
           "--batch-size", "2"])
     assert (tmp_path / "ev3" / "hypotheses.tsv").read_text() == (tmp_path / "ev" / "hypotheses.tsv").read_text()
     capsys.readouterr()
+    # Values starting with "-" as users write them (argparse alone reads "-0.5,0.5" and "-inf" as options).
     main(["tune-lm", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa"), "--beam", "4",
-          "--lm-weights", "0,1", "--word-bonuses", "0,0.5", "--unk-score", "-2", "--out", str(tmp_path / "grid.json")])
+          "--lm-weights", "0,1", "--word-bonuses", "-0.5,0.5", "--unk-score", "-2", "--out", str(tmp_path / "grid.json")])
     result = json.loads((tmp_path / "grid.json").read_text())
     assert result["split"] == "val" and len(result["grid"]) == 4
+    assert {g["word_bonus"] for g in result["grid"]} == {-0.5, 0.5}
     assert result["best"]["ter"] == min(g["ter"] for g in result["grid"])
     assert "best: --lm-weight" in capsys.readouterr().out
+    with caplog.at_level(logging.WARNING):
+        main(["tune-lm", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa"), "--beam", "2",
+              "--lm-weights", "1", "--word-bonuses", "0", "--unk-score", "-inf", "--split", "test"])
+    assert "tuning on the test split" in caplog.text
     for option in (["--lm", str(tmp_path / "lm.arpa")], ["--unk-score", "-1"]):
         with pytest.raises(SystemExit, match="add --beam"):
             main(["evaluate", "--checkpoint", str(run / "best.pt"), *option])
@@ -216,6 +224,19 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch):
               "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--decoder", "flashlight"])
         flashlight = json.loads((tmp_path / "fl" / "summary.json").read_text())["beam"]
         assert flashlight["decoder"].startswith("flashlight beam 8, LM lm.arpa") and 0 <= flashlight["ter"] <= 100
+
+
+def test_signed_option_values_parse_as_users_write_them():
+    parser = build_parser()
+    argv = ["tune-lm", "--checkpoint", "c.pt", "--lm", "lm.arpa", "--word-bonuses", "-1,0,1", "--unk-score", "-inf",
+            "--lm-weights", "0,1", "--split", "val"]
+    assert attach_signed_values(argv)[5:8] == ["--word-bonuses=-1,0,1", "--unk-score=-inf", "--lm-weights"]
+    args = parser.parse_args(attach_signed_values(argv))
+    assert args.word_bonuses == [-1.0, 0.0, 1.0] and args.unk_score == -math.inf and args.split == "val"
+    args = parser.parse_args(attach_signed_values(["evaluate", "--checkpoint", "c.pt", "--lm-weight", "-.5",
+                                                   "--word-bonus", "-2", "--beam", "4"]))
+    assert (args.lm_weight, args.word_bonus, args.beam) == (-0.5, -2.0, 4)
+    assert attach_signed_values(["evaluate", "--lm", "-x.arpa"]) == ["evaluate", "--lm", "-x.arpa"]  # not a number
 
 
 @pytest.mark.parametrize("args, message", [
