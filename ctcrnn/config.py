@@ -44,8 +44,10 @@ class DataConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 7
-    lr: float = 5e-3                  # peak AdamW learning rate
-    weight_decay: float = 0.01
+    optimizer: str = "adamw"          # adamw | sgd (with momentum, DeepSpeech 2's choice)
+    lr: float = 5e-3                  # peak learning rate
+    momentum: float = 0.9             # sgd only
+    weight_decay: float = 0.01        # decoupled (AdamW) or L2 (SGD)
     warmup_steps: int = 200           # linear warm-up, then cosine decay to 0 at the last step
     grad_clip: float = 5.0            # max global gradient norm; 0 = off
     seed: int = 0
@@ -53,7 +55,8 @@ class TrainerConfig:
     threads: int = 0                  # torch CPU threads; 0 = torch's default
     out_dir: str = "runs"             # runs are written to out_dir/run_name
     run_name: str = ""                # default: <dataset>-<model>-<cell>
-    progress: bool = True             # tqdm progress bar
+    progress: bool = True             # a progress bar on a terminal; a plain line every progress_every_s otherwise
+    progress_every_s: float = 60.0    # seconds between progress lines when stderr is not a terminal (nohup, CI)
     max_bad_steps: int = 20           # stop after this many non-finite steps in a row
     grad_accum: int = 1               # batches per optimizer step (effective batch = batch_size x grad_accum;
                                       # under torchrun each rank takes a share of every batch)
@@ -215,8 +218,9 @@ LIMITS = {
     "trainer.threads": (0, True), "trainer.max_bad_steps": (1, True), "trainer.grad_accum": (1, True),
     "trainer.checkpoint_every_steps": (0, True), "trainer.checkpoint_every_minutes": (0, True),
     "trainer.keep_checkpoints": (1, True), "trainer.log_every_steps": (0, True), "eval.num_plots": (0, True),
+    "trainer.momentum": (0, True), "trainer.progress_every_s": (0, False),
 }
-CHOICES = {"trainer.precision": ("fp32", "bf16", "fp16")}
+CHOICES = {"trainer.precision": ("fp32", "bf16", "fp16"), "trainer.optimizer": ("adamw", "sgd")}
 
 
 def validate_config(cfg: Config) -> Config:

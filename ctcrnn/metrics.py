@@ -1,9 +1,12 @@
 """Scores for transcripts (edit distance, token/word/character error rate) and for frame-wise
-segmentations (frame accuracy, segmental edit score, F1@k), as defined in REFERENCE.md.
+segmentations (frame accuracy, segmental edit score, F1@k).
 
-Transcript metrics are corpus-level: total edits over total reference length, like jiwer and sclite,
-never a mean of per-sentence rates. Segmentation metrics follow MS-TCN's evaluation code, with
-end-exclusive segments. Inputs are plain lists (label ids or names); no tensors, no numpy.
+Transcript metrics are corpus-level: total edits (S + D + I) over total reference length, as jiwer's
+``wer``/``cer`` and NIST sclite define them, never a mean of per-sentence rates. Segmentation metrics are
+the segmental edit score of Lea et al. (ECCV 2016, "Segmental Spatiotemporal CNNs for Fine-grained Action
+Segmentation") and F1@k of Lea et al. (CVPR 2017, "Temporal Convolutional Networks for Action Segmentation
+and Detection"), computed as in MS-TCN's evaluation script (Farha & Gall, CVPR 2019), with end-exclusive
+segments. Inputs are plain lists (label ids or names); no tensors, no numpy.
 
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """

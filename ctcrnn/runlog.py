@@ -15,9 +15,41 @@ import io
 import json
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 log = logging.getLogger("ctcrnn.train")
+
+
+class Progress:
+    """Progress through one epoch's batches: a tqdm bar when stderr is a terminal; otherwise (nohup, CI, a
+    log file) a plain log line every ``every_s`` seconds, since a bar's redraws would fill the file."""
+
+    def __init__(self, iterable, desc: str, initial: int, total: int, enabled: bool = True,
+                 every_s: float = 60.0, stream=None):
+        stream = stream or sys.stderr
+        self.desc, self.position, self.total, self.every_s = desc, initial, total, every_s
+        self.bar = tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True, initial=initial, total=total) \
+            if enabled and stream.isatty() else None
+        self.iterable, self.lines = iterable if self.bar is None else self.bar, enabled and self.bar is None
+        self.last = time.time()
+
+    def __iter__(self):
+        for item in self.iterable:
+            self.position += 1
+            yield item
+
+    def update(self, **values) -> None:
+        """Show the latest values (``loss``, ``clips_s``, ...): in the bar, or as a line when one is due."""
+        if self.bar is not None:
+            self.bar.set_postfix(**values)
+        elif self.lines and time.time() - self.last >= self.every_s:
+            self.last = time.time()
+            log.info("%s  batch %d/%d  %s", self.desc, self.position, self.total,
+                     "  ".join(f"{k} {v}" for k, v in values.items()))
 
 
 class TableLog:

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from .checkpoint import CheckpointError, link_latest, load_checkpoint, save_checkpoint
 from .config import Config, apply_override, config_from_dict, config_to_dict, save_config, validate_config
@@ -33,7 +32,7 @@ from .distributed import DistContext, all_reduce_sum, broadcast_object, gather_l
 from .metrics import edit_distance
 from .randomness import step_seed
 from .registry import create_model
-from .runlog import TableLog, TensorBoardLog, record_skipped, truncate_skipped
+from .runlog import Progress, TableLog, TensorBoardLog, record_skipped, truncate_skipped
 from .stepping import Stepper, check_precision, train_step  # noqa: F401  (train_step: public API)
 
 log = logging.getLogger("ctcrnn.train")
@@ -98,6 +97,13 @@ def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                       collate_fn=functools.partial(collate, step_shape=step_shape),
                       pin_memory=device.type == "cuda", generator=generator)
+
+
+def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
+    """AdamW (decoupled weight decay) or SGD with momentum, from ``trainer.optimizer``."""
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
 
 
 def cosine_with_warmup(warmup: int, total: int):
@@ -222,7 +228,16 @@ class Checkpointer:
 
 def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[str] = ()) -> Path:
     """Train from ``cfg`` (or continue the run of ``resume``: a checkpoint or run folder); returns the run
-    folder. Under torchrun every rank calls this; rank 0 alone writes files."""
+    folder. Under torchrun every rank calls this; rank 0 alone writes files. torch's CPU thread count
+    (``trainer.threads``) is set for the run only and restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, resume, overrides)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: Config | None, resume: str | Path | None, overrides: list[str]) -> Path:
     state = None
     if resume is not None:
         state, resume_dir = load_resume_state(resume)
@@ -269,7 +284,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = make_optimizer(model, tc)
     plan = lambda epoch: plan_batches(train_set, dc.batch_size, tc.seed, epoch, dc.max_frames, dc.sortagrad)  # noqa: E731
     steps_per_epoch = math.ceil(len(plan(0)) / tc.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -325,8 +340,8 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
         started, done_before, interval = time.time() - progress["seconds"], progress["samples"], []
         interval_start = time.time()
         last_position = position + len(loader)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.max_epochs}", disable=not (tc.progress and context.is_main),
-                   leave=False, dynamic_ncols=True, initial=position, total=position + len(loader))
+        bar = Progress(loader, f"epoch {epoch + 1}/{tc.max_epochs}", position, position + len(loader),
+                       enabled=tc.progress and context.is_main, every_s=tc.progress_every_s)
         for batch in bar:
             position += 1
             if context.enabled:
@@ -363,7 +378,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[
             progress["seconds"] = time.time() - started
             interval.append(report)
             rate = (progress["samples"] - done_before) / max(time.time() - started, 1e-9)
-            bar.set_postfix(loss=f"{report.loss:.3f}", clips_s=f"{rate:.1f}")
+            bar.update(loss=f"{report.loss:.3f}", clips_s=f"{rate:.1f}")
             if context.is_main and tc.log_every_steps and step % tc.log_every_steps == 0:
                 row = step_row(step, epoch, interval, optimizer, len(progress["skipped"]), time.time() - interval_start)
                 steps_log.write(row)

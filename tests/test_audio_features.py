@@ -73,7 +73,9 @@ def test_silence_is_finite_and_batch_matches_single():
     assert torch.isfinite(extractor(torch.zeros(1600))).all()
     a, b = speechlike(3200, 1), speechlike(3200, 2)
     batch = extractor(torch.stack([a, b]))
-    assert torch.allclose(batch[1], extractor(b), atol=1e-5)
+    # float32 STFT: batched and single FFTs may sum in another order, a relative error of about
+    # log2(n_fft) * eps in each power; after the log and per-utterance standardisation that is < 1e-4.
+    torch.testing.assert_close(batch[1], extractor(b), rtol=1e-4, atol=1e-4)
 
 
 def test_features_from_a_file(tmp_path):

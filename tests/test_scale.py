@@ -33,6 +33,7 @@ DDP_RUN = {
     "model.name": "crdnn", "model.args.channels": "[4, 8]", "model.args.dnn_sizes": "[8]", "model.args.dropout": 0,
     "model.encoder.hidden_size": 8, "model.encoder.num_layers": 1, "trainer.max_epochs": 2,
     "trainer.warmup_steps": 2, "trainer.progress": "false", "trainer.threads": 1, "trainer.log_every_steps": 1,
+    "trainer.device": "cpu",
 }
 
 
@@ -47,7 +48,11 @@ def step_losses(run_dir: Path) -> list[float]:
     {"data.max_frames": 0, "data.args.train_size": 41},
 ], ids=["buckets", "empty_share"])
 def test_ddp_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, batching):
-    args = [f"{k}={v}" for k, v in {**DDP_RUN, **batching, "trainer.out_dir": str(tmp_path)}.items()]
+    """Two ranks sum their gradients in another order than one process does, so the weights agree to float32
+    rounding, not bitwise. SGD keeps that rounding at its own size step after step (AdamW divides each
+    gradient by its running RMS, which makes noise in a near-zero gradient a weight change of order lr)."""
+    run = {**DDP_RUN, **batching, "trainer.optimizer": "sgd", "trainer.lr": 0.05, "trainer.out_dir": str(tmp_path)}
+    args = [f"{k}={v}" for k, v in run.items()]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           str(REPO / "train.py"), "--no-eval", *args, "trainer.run_name=ddp"],
@@ -58,12 +63,17 @@ def test_ddp_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp
     assert len(ddp_losses) == len(single_losses) > 4  # length buckets: the same global batches on both
     assert ddp_losses == pytest.approx(single_losses, rel=1e-4)
     a, b = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"], load_checkpoint(single / "last.pt")["model"]
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    for k in a:  # float32 rounding over a dozen steps, far below what one step moves a weight
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     # Rank 0 alone wrote the run folder: one metrics row per epoch, validation reduced over both ranks.
     ddp_rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     single_rows = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
-    assert [r["val_ter"] for r in ddp_rows] == [r["val_ter"] for r in single_rows]
     assert [r["val_loss"] for r in ddp_rows] == pytest.approx([r["val_loss"] for r in single_rows], rel=1e-4)
+    # Greedy hypotheses may flip where two outputs tie to rounding: allow one edit, not an exact match.
+    cfg = load_config(None, args)
+    ref_tokens = sum(len(item["target"]) for item in build_dataset(cfg.data.name, "val", cfg.data.args))
+    for r, q in zip(ddp_rows, single_rows):
+        assert abs(r["val_ter"] - q["val_ter"]) <= 100 / ref_tokens + 1e-3
 
 
 def torchrun(args: list[str]) -> None:
@@ -113,28 +123,38 @@ def test_ddp_records_the_clips_every_rank_skipped(tmp_path):
 
 
 def test_gradient_accumulation_equals_one_big_batch():
+    """The gradient a step applies is the same (float64: equal up to summation order, ~1e-16 relative)
+    whether the 12 clips come as one batch or as unequal micro-batches. Compared before the optimizer
+    step: AdamW's m / sqrt(v) would turn rounding noise in near-zero gradients into weight changes of order lr."""
     dataset = build_dataset("synthetic_actions", "train", {"train_size": 12, "frame_size": 16, "max_frames": 40})
-    torch.manual_seed(0)
     small = create_model("frame_cnn_rnn", num_classes=len(dataset.labels), in_shape=(3, 16, 16), widths=(4, 8),
-                         feature_dim=16, encoder={"hidden_size": 8})
-    big = create_model(**{"name": small.arch["name"], **small.arch["kwargs"]})
+                         feature_dim=16, encoder={"hidden_size": 8}).double()
+    big = create_model(**{"name": small.arch["name"], **small.arch["kwargs"]}).double()
     big.load_state_dict(small.state_dict())
-    steppers = []
+    steppers, applied = [], []
     for model in (small, big):
         model.eval()  # BatchNorm's running statistics: the same whatever the batch split (dropout is 0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        grads = []
+        optimizer.register_step_pre_hook(lambda opt, *_, grads=grads: grads.extend(
+            torch.zeros_like(p) if p.grad is None else p.grad.clone()  # None: a part no loss reached
+            for group in opt.param_groups for p in group["params"]))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(1, 10))
         steppers.append(Stepper(model, optimizer, scheduler, torch.device("cpu"), grad_clip=1.0))
+        applied.append(grads)
     items = [dataset[i] for i in range(12)]
+    as_double = lambda part: {**collate(part), "inputs": collate(part)["inputs"].double()}  # noqa: E731
     for part in (items[:3], items[3:5], items[5:]):  # unequal micro-batches, as length buckets give
-        steppers[0].accumulate(collate(part))
+        steppers[0].accumulate(as_double(part))
     report = steppers[0].step()
-    steppers[1].accumulate(collate(items))
+    steppers[1].accumulate(as_double(items))
     whole = steppers[1].step()
-    assert report.samples == whole.samples == 12 and report.loss == pytest.approx(whole.loss, rel=1e-6)
-    assert report.grad_norm == pytest.approx(whole.grad_norm, rel=1e-5)
-    for p, q in zip(small.parameters(), big.parameters()):
-        assert torch.allclose(p, q, atol=1e-6)
+    assert report.samples == whole.samples == 12 and report.loss == pytest.approx(whole.loss, rel=1e-10)
+    assert report.grad_norm == pytest.approx(whole.grad_norm, rel=1e-10)
+    assert len(applied[0]) == len(applied[1]) == len(list(small.parameters()))
+    scale = max(float(g.abs().max()) for g in applied[1])
+    for g, h in zip(*applied):
+        torch.testing.assert_close(g, h, rtol=1e-9, atol=1e-12 * scale)
 
 
 def test_grad_accum_in_the_trainer_counts_optimizer_steps(tmp_path):
@@ -197,3 +217,17 @@ def test_grad_scaler_path_survives_a_non_finite_loss_and_reports_it():
     stepper.accumulate(batch)
     good = stepper.step()  # would raise "unscale_() has already been called" without the update()
     assert good.applied and not good.non_finite
+
+
+def test_redirected_output_gets_plain_progress_lines_not_a_bar(tmp_path):
+    """With stderr not a terminal (nohup, CI, a file), progress is a log line every progress_every_s seconds:
+    no carriage-return redraws of a bar filling the log."""
+    args = tiny_config_overrides(tmp_path, **{"trainer.max_epochs": 1, "trainer.progress": "true",
+                                              "trainer.progress_every_s": 1e-6})
+    run = subprocess.run([sys.executable, str(REPO / "train.py"), "--no-eval", *args], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stderr.splitlines() if "epoch 1/1  batch" in line]
+    assert "\r" not in run.stderr and "it/s" not in run.stderr
+    assert [int(line.split("batch ")[1].split("/")[0]) for line in lines] == list(range(1, 7))  # 48 clips / 8
+    assert all("loss" in line and "clips_s" in line for line in lines)
