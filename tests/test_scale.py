@@ -20,6 +20,7 @@ from ctcrnn.config import load_config
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.registry import create_model
 from ctcrnn.stepping import Stepper
+from ctcrnn import trainer as trainer_module
 from ctcrnn.trainer import cosine_with_warmup, train
 
 REPO = Path(__file__).parent.parent
@@ -164,8 +165,21 @@ def test_grad_accum_in_the_trainer_counts_optimizer_steps(tmp_path):
     assert [r["step"] for r in rows] == [3, 6]  # 5 batches per epoch -> 2 steps of 2 batches + 1 of 1
 
 
-def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused(tmp_path):
+def test_bf16_autocast_trains_on_the_cpu_and_fp16_is_refused(tmp_path, monkeypatch):
+    seen = set()  # dtypes the first convolution's outputs had in the training steps
+
+    class Spy(trainer_module.Stepper):
+        def accumulate(self, batch):
+            first = next(m for m in self.model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+            handle = first.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+            try:
+                return super().accumulate(batch)
+            finally:
+                handle.remove()
+
+    monkeypatch.setattr(trainer_module, "Stepper", Spy)
     run_dir = train(load_config(None, tiny_config_overrides(tmp_path, **{"trainer.precision": "bf16"})))
+    assert seen == {torch.bfloat16}  # the forward really ran under autocast
     state = load_checkpoint(run_dir / "last.pt")
     assert all(v.dtype != torch.bfloat16 and torch.isfinite(v).all() for v in state["model"].values()
                if v.is_floating_point())  # weights stay float32; only the forward ran in bf16
