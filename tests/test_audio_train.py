@@ -1,13 +1,15 @@
 """Audio end to end: a tiny DTMF model trains (loss falls), evaluates with WER/CER equal to jiwer's, and
 its checkpoint transcribes and force-aligns WAV files through the command line."""
 import json
+import math
 
 import jiwer
 import pytest
 import soundfile as sf
 import torch
+from test_train import assert_reports_add_up
 
-from ctcrnn.audio.dtmf import DTMFConfig, dtmf_dataset_item
+from ctcrnn.audio.dtmf import DTMFConfig, dtmf_dataset_item, dtmf_dataset_plan
 from ctcrnn.cli import main
 from ctcrnn.config import load_config
 from ctcrnn.evaluate import score
@@ -69,13 +71,17 @@ def test_tiny_dtmf_model_trains_evaluates_transcribes_and_aligns(tmp_path, capsy
     assert len(rows) == 4 and rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
 
     main(["evaluate", "--checkpoint", str(run_dir / "last.pt"), "--out", str(tmp_path / "eval")])
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert summary["clips"] == 8 and {"wer", "cer"} <= set(summary)
+    config = DTMFConfig(max_groups=2, max_keys_per_group=3)
+    # The test split is the 8 planned calls of seed 0; WER and CER add up from the rows and equal jiwer's.
+    references = {f"dtmf-test-{i:05d}": dtmf_dataset_plan(0, "test", i, config)[0] for i in range(8)}
+    summary, rows = assert_reports_add_up(tmp_path / "eval", references)
     header = (tmp_path / "eval" / "hypotheses.tsv").read_text().splitlines()[0]
     assert header == "id\treference\thypothesis\tchar_edits\tword_edits"
-    assert "WER" in capsys.readouterr().out
+    refs, hyps = [r["reference"] for r in rows], [r["hypothesis"] for r in rows]
+    assert summary["wer"] == pytest.approx(100 * jiwer.wer(refs, hyps))
+    assert summary["cer"] == pytest.approx(100 * jiwer.cer(refs, hyps))
+    assert f"test: 8 clips, WER {summary['wer']:.2f}%  CER {summary['cer']:.2f}%" in capsys.readouterr().out
 
-    config = DTMFConfig(max_groups=2, max_keys_per_group=3)
     item = dtmf_dataset_item(0, "test", 0, config)
     wav = tmp_path / "call.wav"
     sf.write(wav, item.wave, 8000, subtype="FLOAT")  # float: the file holds exactly the evaluated audio
@@ -91,14 +97,20 @@ def test_tiny_dtmf_model_trains_evaluates_transcribes_and_aligns(tmp_path, capsy
 
     ctm = tmp_path / "call.ctm"
     main(["align", str(run_dir / "last.pt"), str(wav), item.text, "--out", str(ctm)])
-    lines = ctm.read_text().splitlines()
-    assert len(lines) == len(item.text)
-    duration = len(item.wave) / 8000
-    starts = [float(line.split()[2]) for line in lines]
-    assert starts == sorted(starts) and 0 <= starts[0] and starts[-1] < duration
-    assert [line.split()[4] for line in lines] == ["<space>" if c == " " else c for c in item.text]
+    lines = [line.split() for line in ctm.read_text().splitlines()]
     segments = json.loads(ctm.with_suffix(".json").read_text())[0]["segments"]
-    assert [s["label"] for s in segments] == list(item.text)
+    assert [s["label"] for s in segments] == list(item.text) and len(lines) == len(item.text)
+    # One spike per character, in order, apart, inside the call's output frames: centred 10 ms frames
+    # (1 + samples // 80), halved by the conv's time stride 2, so 20 ms apart.
+    shift, frames = 0.02, math.ceil((1 + len(item.wave) // 80) / 2)
+    assert all(0 <= a["start"] < a["end"] <= b["start"] for a, b in zip(segments, segments[1:]))
+    assert segments[-1]["start"] < segments[-1]["end"] <= frames
+    for line, s, char in zip(lines, segments, item.text):
+        # <file stem> 1 <start s> <duration s> <token> <score>: the frames times the frame shift.
+        assert line[:2] == ["call", "1"] and line[4] == ("<space>" if char == " " else char)
+        assert float(line[2]) == pytest.approx(s["start"] * shift, abs=5e-4) == s["start_s"]
+        assert float(line[3]) == pytest.approx((s["end"] - s["start"]) * shift, abs=1e-3)
+        assert float(line[5]) == pytest.approx(s["score"], abs=5e-5) and s["score"] <= 0
     with pytest.raises(SystemExit, match="cannot emit"):
         main(["align", str(run_dir / "last.pt"), str(wav), "12x"])
 

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_train import assert_reports_add_up
 from torch.utils.data import DataLoader, Dataset
 
 import ctcrnn  # noqa: F401  (fills the registries, the audio datasets included)
@@ -313,10 +314,18 @@ def test_evaluate_lists_unreadable_clips_and_charges_unknown_symbols(bad_corpus_
     run_dir, data, _ = bad_corpus_run
     summary = evaluate(run_dir / "last.pt", split=str(data / "all.jsonl"), out_dir=tmp_path / "ev", device="cpu")
     assert summary["unreadable"] == len(MEDIA_KINDS)
-    listed = [line.split("\t")[0] for line in (tmp_path / "ev" / "skipped.tsv").read_text().splitlines()[1:]]
+    listed = {row[0]: row[1] for row in skipped_rows(tmp_path / "ev")}
     assert sorted(listed) == sorted(MEDIA_KINDS)
-    hypotheses = (tmp_path / "ev" / "hypotheses.tsv").read_text()
-    assert "unknown_symbols\t1x2\t" in hypotheses  # scored against the raw text, 'x' included
+    for kind, reason in listed.items():
+        assert str(data / f"{kind}.wav") in reason and all(phrase in reason for phrase in MEDIA_KINDS[kind]), reason
+    # Every readable entry is scored (evaluation drops no clip for its transcript), each against its raw text:
+    # "1x2" with the 'x' the model cannot write, "" for the empty transcript; CER and WER add up from the rows.
+    entries = [json.loads(line) for line in (data / "all.jsonl").read_text().splitlines()]
+    references = {e.get("id", Path(e["path"]).stem): e["text"] for e in entries
+                  if Path(e["path"]).stem not in MEDIA_KINDS}
+    assert references["unknown_symbols"] == "1x2" and references["empty_transcript"] == ""
+    saved, _ = assert_reports_add_up(tmp_path / "ev", references)
+    assert saved["clips"] == summary["clips"] == len(entries) - len(MEDIA_KINDS)
 
 
 def test_evaluate_on_a_split_where_nothing_is_readable_names_the_files(bad_corpus_run, tmp_path):
@@ -336,7 +345,8 @@ def test_evaluate_with_other_feature_settings_uses_the_models(bad_corpus_run, tm
     with caplog.at_level(logging.WARNING, logger="ctcrnn"):
         summary = evaluate(run_dir / "last.pt", split=manifest, out_dir=tmp_path / "ev", device="cpu",
                            overrides=["data.args.features.n_mels=40"])
-    assert summary["clips"] == 1
+    assert summary["clips"] == 1 and summary["unreadable"] == 0
+    assert_reports_add_up(tmp_path / "ev", {"ok0": "1"})
     assert "data.args.features differ from the model's; the model's (its input_spec) are used" in caplog.text
 
 

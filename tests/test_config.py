@@ -1,9 +1,14 @@
+import dataclasses
+import inspect
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
+import ctcrnn  # noqa: F401  (fills the registries)
 from ctcrnn.config import Config, ConfigError, apply_override, config_from_dict, config_to_dict, load_config
+from ctcrnn.registry import DATASETS, MODELS
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -54,7 +59,28 @@ def test_default_recipe_file_equals_embedded_default():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_recipe_loads(path):
-    load_config(path)
+    """Every key the YAML sets reaches the config with its value and declared type, every other key keeps
+    its default, and the model and dataset it names are registered and take its args (what training
+    would refuse at run time: a misspelt name or argument)."""
+    data = yaml.safe_load(path.read_text())
+    cfg, default = load_config(path), Config()
+    written = set()
+    for section, key, value in ((s, k, v) for s, keys in data.items() for k, v in keys.items()):
+        got = getattr(getattr(cfg, section), key)
+        assert got == value, f"{path.name}: {section}.{key} = {got!r}, the file says {value!r}"
+        kind = typing.get_type_hints(type(getattr(cfg, section)))[key]
+        assert isinstance(got, kind) and (kind is bool or not isinstance(got, bool)), f"{section}.{key}: {got!r}"
+        written.add((section, key))
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            if (section.name, f.name) not in written:
+                got, want = (getattr(getattr(c, section.name), f.name) for c in (cfg, default))
+                assert got == want, f"{path.name} leaves {section.name}.{f.name} unset: {got!r}, not the default"
+    assert cfg.model.name in MODELS.list(), f"{path.name}: model {cfg.model.name!r} is not registered"
+    assert cfg.data.name in DATASETS.list(), f"{path.name}: dataset {cfg.data.name!r} is not registered"
+    for builder, args in ((MODELS.get(cfg.model.name), cfg.model.args), (DATASETS.get(cfg.data.name), cfg.data.args)):
+        unknown = set(args) - set(inspect.signature(builder).parameters)
+        assert not unknown, f"{path.name}: {builder.__name__} takes no {unknown}"
 
 
 def test_override_after_yaml(tmp_path):

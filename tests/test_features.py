@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from features_fixtures import ACTIONS, DIM, mstcn_read_recognition, mstcn_scores, write_breakfast
+from test_train import assert_reports_add_up
 
 import ctcrnn  # noqa: F401  (registries)
 from ctcrnn.data import build_dataset, collate
@@ -185,10 +186,11 @@ def test_a_label_missing_from_the_mapping_is_an_error_naming_file_and_line(tmp_p
 
 @pytest.mark.parametrize("kernel, stride", [(1, 1), (3, 1), (1, 2), (3, 2), (5, 3), (7, 4)])
 def test_projection_output_lengths_match_real_shapes_and_padding_never_leaks(kernel, stride):
-    frontend = FeatureProjection(6, 5, kernel=kernel, stride=stride).eval()
+    # float64: batched and alone are then equal up to summation order (~1e-16), on any CPU's conv kernels.
+    frontend = FeatureProjection(6, 5, kernel=kernel, stride=stride).eval().double()
     assert frontend.stride == stride
     lengths = torch.arange(1, 14)
-    x = torch.randn(len(lengths), 13, 6)
+    x = torch.randn(len(lengths), 13, 6, dtype=torch.float64)
     with torch.no_grad():
         batched = frontend(x, lengths)
         out_lengths = frontend.output_lengths(lengths)
@@ -199,8 +201,9 @@ def test_projection_output_lengths_match_real_shapes_and_padding_never_leaks(ker
             garbage[:, n:] = 1e3                          # what lies past a clip's end must not matter
             alone = frontend(x[i : i + 1, :n], lengths[i : i + 1])
             assert alone.shape[1] == int(out_lengths[i])
-            torch.testing.assert_close(batched[i, : alone.shape[1]], alone[0])
-            torch.testing.assert_close(frontend(garbage, lengths[i : i + 1])[0, : alone.shape[1]], alone[0])
+            torch.testing.assert_close(batched[i, : alone.shape[1]], alone[0], rtol=0, atol=1e-12)
+            torch.testing.assert_close(frontend(garbage, lengths[i : i + 1])[0, : alone.shape[1]], alone[0],
+                                       rtol=0, atol=1e-12)
 
 
 def test_projection_refuses_even_kernels_and_wrong_feature_sizes():
@@ -298,16 +301,24 @@ def test_tiny_breakfast_run_trains_evaluates_and_writes_mstcn_files(tmp_path):
     assert rows[-1]["train_loss"] < 0.7 * rows[0]["train_loss"]
 
     summary = evaluate(run_dir / "last.pt", split="test", out_dir=tmp_path / "eval")
-    saved = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert saved["clips"] == 4
-    for setting in ("segmentation", "alignment"):
-        assert {"acc", "edit", "f1@10", "f1@25", "f1@50", "acc_no_bg", "unaligned_clips"} <= set(saved[setting])
-    assert (tmp_path / "eval" / "segments.png").stat().st_size > 0
+    # The reports add up: one row per test video, its collapsed ground truth as the reference, TER recounted.
+    references = {v: " ".join(collapse_runs(info["frames"][v])) for v in info["test"]}
+    saved, tsv = assert_reports_add_up(tmp_path / "eval", references)
+    assert saved == {k: v for k, v in summary.items() if k != "out_dir"} and saved["clips"] == 4
+    assert (tmp_path / "eval" / "segments.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # MS-TCN's eval.py, re-implemented, reads our files and gets our numbers (stride 1, no background).
     truth = [info["frames"][v] for v in info["test"]]
     for setting in ("segmentation", "alignment"):
         files = [tmp_path / "eval" / "mstcn" / setting / v for v in info["test"]]
         assert all(f.read_text().startswith(MSTCN_HEADER) for f in files)
-        theirs = mstcn_scores([mstcn_read_recognition(f) for f in files], truth)
+        recognized = [mstcn_read_recognition(f) for f in files]
+        theirs = mstcn_scores(recognized, truth)
         for key, value in theirs.items():
             assert summary[setting][key] == pytest.approx(value, abs=1e-6), (setting, key)
+        # MoF without background: the same files, SIL frames left out; unaligned videos: all <none> frames.
+        kept = [(t, r) for gt, rec in zip(truth, recognized) for t, r in zip(gt, rec) if t != "SIL"]
+        assert summary[setting]["acc_no_bg"] == pytest.approx(100 * sum(t == r for t, r in kept) / len(kept))
+        unaligned = sum(set(rec) == {UNALIGNED_LABEL} for rec in recognized)
+        assert summary[setting]["unaligned_clips"] == unaligned
+    # A greedy transcript always fits its own frames: only an empty one leaves a video unaligned.
+    assert summary["segmentation"]["unaligned_clips"] == sum(r["hypothesis"] == "" for r in tsv)

@@ -302,8 +302,7 @@ def test_hotword_bonus_flips_the_result():
 
 
 def test_token_lm_top1_agrees_with_flashlight(tmp_path):
-    pytest.importorskip("flashlight.lib.text.decoder")
-    from ctcrnn.external_decoders import FlashlightDecoder
+    from ctcrnn.external_decoders import FlashlightDecoder  # flashlight-text is in the test extra: never skipped
 
     g = torch.Generator().manual_seed(0)
     labels = ["-"] + [f"g{i}" for i in range(1, 40)]
@@ -331,3 +330,53 @@ def test_token_lm_top1_agrees_with_flashlight(tmp_path):
     assert [h[0].tokens for h in ours] == [h[0].tokens for h in theirs]
     plain = prefix_beam_search(log_probs, lengths, 16)
     assert [h[0].tokens for h in plain] != [h[0].tokens for h in ours]  # the LM changed something
+
+
+def test_word_lm_with_lexicon_top1_agrees_with_flashlight(tmp_path):
+    """flashlight's lexicon decoder (a lexicon file spelled with the labels, the delimiter as its silence,
+    word bonus, word LM) against ctcrnn's on peaky character outputs whose every other letter is unsure."""
+    from ctcrnn.external_decoders import FlashlightDecoder
+    from test_fusion_search import BAR, LABELS, LEXICON, SENTENCES, WORD_LM
+
+    write_arpa(WORD_LM, tmp_path / "w.arpa")
+    # Each text ends with the delimiter: flashlight's lexicon spells every word closed by it.
+    texts = ["|".join(s) + "|" for s in [*SENTENCES, ["cat", "a"], ["oat", "to"], ["tot", "cat"]]]
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(len(texts), 40, len(LABELS), generator=g)
+    logits[..., 0] += 6
+    for b, text in enumerate(texts):
+        for i, char in enumerate(text):
+            logits[b, 2 + 4 * i, LABELS.index(char)] += 10
+            if i % 2 and char != "|":
+                logits[b, 2 + 4 * i, int(torch.randint(1, BAR, (1,), generator=g))] += 9.5
+    log_probs, lengths = logits.log_softmax(-1), torch.full((len(texts),), 40)
+    lexicon = [*sorted(LEXICON), "dog"]  # "dog" cannot be spelled with these labels: left out of the file
+    found = []
+    for weight, bonus in ((1.0, 0.0), (0.5, 1.0), (2.0, -0.5)):
+        ours = prefix_beam_search(log_probs, lengths, 64, nbest=2, labels=LABELS, word_delimiter=BAR, lm=WORD_LM,
+                                  lm_weight=weight, word_bonus=bonus, lexicon=lexicon, timestamps=False)
+        theirs = FlashlightDecoder(LABELS, beam_size=64, beam_threshold=1e9, lm=tmp_path / "w.arpa",
+                                   lm_weight=weight, word_bonus=bonus, word_delimiter=BAR, lexicon=lexicon,
+                                   timestamps=False)(log_probs, lengths)
+        # Compared where both searches can reach the same best: ctcrnn's ends with the delimiter (ctcrnn also
+        # closes a last word at the end, flashlight only at a delimiter) and leads its runner-up by 0.5 (the
+        # two prune differently, so near ties may go either way). As words: flashlight puts its silence, the
+        # delimiter, at both ends of every hypothesis.
+        clear = [b for b, (best, second) in enumerate(ours)
+                 if best.tokens[-1] == BAR and best.score > second.score + 0.5]
+        assert len(clear) >= 5, (weight, bonus)  # (inputs drawn with seeds 0-11 all pass the comparison below)
+        assert [ours[b][0].text for b in clear] == [theirs[b][0].text for b in clear], (weight, bonus)
+        found.append([h[0].text for h in ours])
+    assert found[0] == [text.replace("|", " ").strip() for text in texts]  # weight 1: the spoken words
+    assert found[2] != found[0]  # a heavy LM with a word penalty drops or changes words: the LM matters
+
+
+def test_flashlight_decoder_refuses_what_flashlight_cannot_do():
+    from ctcrnn.external_decoders import FlashlightDecoder
+
+    with pytest.raises(ValueError, match="unique, non-empty labels without whitespace"):
+        FlashlightDecoder(["-", "a", "a b"])
+    with pytest.raises(ValueError, match="lexicon-free decoder has no word bonus"):
+        FlashlightDecoder(["-", "a", "|"], word_bonus=1.0)
+    with pytest.raises(ValueError, match="a lexicon needs word_delimiter"):
+        FlashlightDecoder(["-", "a", "|"], lexicon=["a"])

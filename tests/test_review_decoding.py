@@ -88,8 +88,7 @@ def test_tune_lm_with_flashlight_and_no_lexicon_does_not_fail_after_running_the_
     """`ctcrnn tune-lm --decoder flashlight` without --lexicon: the default word-bonus grid (-1, 0, 1, 2)
     holds bonuses that flashlight's lexicon-free decoder rejects, and tune_lm finds out only after running
     the model over the whole validation split. It must either work or refuse before the model runs."""
-    pytest.importorskip("flashlight.lib.text.decoder")
-    from ctcrnn import lm_tuning
+    from ctcrnn import lm_tuning  # flashlight-text is in the test extra: this runs, never skipped
     from ctcrnn.lm import build_ngram_lm, write_arpa
 
     labels = ["-", "a", "b", "c"]
@@ -157,13 +156,32 @@ def test_a_positive_unknown_charge_stays_within_max_gain(tmp_path, monkeypatch):
 
 
 def test_lm_with_an_empty_order():
-    """A 5-gram built from one-word sentences lists no 4-grams: its bound and a search with it work."""
+    """A 5-gram built from one-word sentences lists no 4- or 5-grams: its bound, its scores and a search with it
+    are what Witten-Bell gives."""
     lm = build_ngram_lm([["a"], ["b"]], order=5)
-    assert [len(ids) for ids, _, _ in lm.ngrams][3] == 0
-    assert lm.max_log_prob() >= max(lm.log_prob(w, c) for w in ("a", "b", "</s>") for c in ([], ["<s>"], ["a"]))
-    log_probs = torch.randn(1, 5, 4, generator=torch.Generator().manual_seed(0)).log_softmax(-1)
-    prefix_beam_search(log_probs, torch.tensor([5]), 4, labels=["-", "a", "b", "|"], word_delimiter=3, lm=lm,
-                       timestamps=False)
+    assert [len(ids) for ids, _, _ in lm.ngrams] == [5, 4, 2, 0, 0]
+    # Witten-Bell by hand (vocabulary a, b, </s>, <unk>): P(a) = (1 + 3/4)/7 = 1/4, P(</s>) = (2 + 3/4)/7 = 11/28;
+    # P(a | <s>) = (1 + 2 P(a))/4 = 3/8; P(</s> | a) = (1 + P(</s>))/2 = 39/56, P(b | a) = P(b)/2 = 1/8 (and
+    # a, b swapped); P(</s> | <s> a) = (1 + 39/56)/2 = 95/112, the largest listed probability (no back-off is
+    # above 1); P(b | <s> a) = P(b | a)/2 = 1/16. Longer contexts are unlisted: they fall back to the last word.
+    assert lm.max_log_prob() == pytest.approx(math.log(95 / 112), abs=1e-6)
+    assert lm.log_prob("</s>", ["<s>", "a", "b", "a"]) == pytest.approx(math.log(39 / 56), abs=1e-6)
+    # The search over a peaky "a|b|a": lm_score = 0.5 ln(P(a|<s>) P(b|<s> a) P(a|<s> a b) P(</s>|<s> a b a)),
+    # am_score the CTC log-likelihood of the tokens (a beam of 64 keeps all but ~1e-10 of it).
+    labels = ["-", "a", "b", "|"]
+    tokens = [labels.index(c) for c in "a|b|a"]
+    rows = torch.full((2 * len(tokens), len(labels)), -8.0, dtype=torch.float64)
+    rows[1::2, 0] = 0.0
+    rows[0::2][torch.arange(len(tokens)), tokens] = 0.0
+    log_probs = rows.log_softmax(-1).unsqueeze(0)
+    hyp = prefix_beam_search(log_probs, torch.tensor([len(rows)]), 64, labels=labels, word_delimiter=3, lm=lm,
+                             lm_weight=0.5, timestamps=False)[0][0]
+    assert hyp.tokens == tokens
+    assert hyp.lm_score == pytest.approx(0.5 * math.log(3 / 8 * 1 / 16 * 1 / 8 * 39 / 56), abs=1e-5)
+    ctc = -torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.tensor([tokens]), torch.tensor([len(rows)]),
+                                        torch.tensor([len(tokens)]), reduction="sum")
+    assert hyp.am_score == pytest.approx(float(ctc), abs=1e-8)
+    assert hyp.score == pytest.approx(hyp.am_score + hyp.lm_score)
 
 
 def test_a_minus_inf_back_off_scores_minus_inf_only_where_it_applies(tmp_path):

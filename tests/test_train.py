@@ -1,5 +1,5 @@
 """End to end: a tiny SyntheticActions run trains, checkpoints, resumes exactly, and evaluates."""
-import importlib.util
+import csv
 import json
 import logging
 import math
@@ -10,14 +10,48 @@ import torch
 from conftest import tiny_config_overrides
 from ctcrnn.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from ctcrnn.cli import attach_signed_values, build_parser, main
-from ctcrnn.config import load_config
+from ctcrnn.config import config_to_dict, load_config
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.decoding import greedy_decode
-from ctcrnn.metrics import error_rate
+from ctcrnn.lm import build_ngram_lm, read_arpa
+from ctcrnn.metrics import characters, edit_distance, error_rate, words
 from ctcrnn.registry import create_model
 from ctcrnn import evaluate as evaluate_module
 from ctcrnn import trainer as trainer_module
 from ctcrnn.trainer import train
+
+
+def assert_reports_add_up(out_dir, references: dict) -> tuple[dict, list[dict]]:
+    """An evaluation's summary.json and hypotheses.tsv agree with the split and with each other: one row per
+    clip with the ids and reference texts of ``references`` ({id: text}; in any order, a length-bucketing
+    loader reorders clips), each row's edits recounted from its reference and hypothesis, and the summary's
+    clip count, rates (TER of label names; WER and CER for character data) and exact-transcript share
+    recomputed from the rows, for the greedy and the beam columns. Returns (summary, rows).
+    The other end-to-end tests use it too (test_audio_train, test_video_datasets, test_features, ...)."""
+    summary = json.loads((out_dir / "summary.json").read_text())
+    header, *lines = (out_dir / "hypotheses.tsv").read_text().splitlines()
+    header = header.split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in lines]
+    assert sorted((r["id"], r["reference"]) for r in rows) == sorted(references.items())  # each id once
+    assert summary["clips"] == len(rows)
+    units = [("edits", "ter", str.split)] if "edits" in header else [("char_edits", "cer", characters),
+                                                                       ("word_edits", "wer", words)]
+    for prefix, block in [("", summary), *([("beam_", summary["beam"])] if "beam" in summary else [])]:
+        for column, rate, split in units:
+            edits = [int(r[prefix + column]) for r in rows]
+            assert edits == [edit_distance(split(r["reference"]), split(r[prefix + "hypothesis"])) for r in rows]
+            total = sum(len(split(r["reference"])) for r in rows)
+            assert block[rate] == pytest.approx(100 * sum(edits) / total, abs=1e-9), (prefix, rate)
+        exact = [units[0][2](r["reference"]) == units[0][2](r[prefix + "hypothesis"]) for r in rows]
+        assert block["transcript_exact"] == pytest.approx(100 * sum(exact) / len(rows), abs=1e-9), prefix
+    return summary, rows
+
+
+def split_references(run_dir, split: str) -> dict:
+    """{id: reference} of a tiny SyntheticActions run's split, read from the dataset itself."""
+    state = load_checkpoint(run_dir / "best.pt")
+    ds = build_dataset("synthetic_actions", split, state["config"]["data"]["args"])
+    return {item["id"]: " ".join(ds.labels[t] for t in item["target"]) for item in (ds[i] for i in range(len(ds)))}
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +62,24 @@ def tiny_run(tmp_path_factory):
 
 
 def test_run_folder_contents(tiny_run):
-    for name in ("config.yaml", "metrics.csv", "metrics.jsonl", "last.pt", "best.pt"):
-        assert (tiny_run / name).exists(), name
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
+    # metrics.csv holds the same rows (csv writes None as "").
+    with open(tiny_run / "metrics.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
     state = load_checkpoint(tiny_run / "last.pt")
     assert state["labels"][0] == "<blank>" and state["input_spec"]["modality"] == "video"
     assert state["config"]["model"]["encoder"]["cell"] == "gru"  # resolved encoder saved, not just overrides
     assert state["arch"]["name"] == "frame_cnn_rnn"
+    # config.yaml is the run's config: the one in the checkpoint, with the test's overrides in it.
+    config = load_config(tiny_run / "config.yaml")
+    assert config_to_dict(config) == state["config"]
+    assert (config.trainer.max_epochs, config.data.args["train_size"], config.model.args["widths"]) == (2, 48, [8, 16])
+    # last.pt is the end of epoch 2; best.pt the first epoch of the lowest validation TER, with its row's score.
+    assert state["epoch"] == 1 and state["metrics"] == rows[-1]
+    best = load_checkpoint(tiny_run / "best.pt")
+    best_row = min(rows, key=lambda r: (r["val_ter"], r["epoch"]))
+    assert best["epoch"] + 1 == best_row["epoch"] and best["metrics"] == best_row
 
 
 def test_checkpoint_rebuilds_identical_outputs(tiny_run, tmp_path):
@@ -162,16 +206,24 @@ def test_tiny_model_learns(tmp_path):
 def test_cli_train_then_evaluate_writes_reports(tmp_path, capsys):
     main(["train", *tiny_config_overrides(tmp_path, **{"trainer.max_epochs": 1})])
     out = capsys.readouterr().out
-    assert "transcript error rate" in out and "segmentation" in out
     run = tmp_path / "tiny"
+    # train then scores best.pt on the test split (into <run>/eval-test) and prints that summary's numbers.
+    test_summary, _ = assert_reports_add_up(run / "eval-test", split_references(run, "test"))
+    assert f"test: 8 clips, transcript error rate {test_summary['ter']:.2f}%" in out
+    assert f"segmentation frame acc {test_summary['segmentation']['acc']:.1f}" in out
     main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "ev")])
-    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert summary["clips"] == 8 and summary["split"] == "val"
-    assert set(summary["segmentation"]) >= {"acc", "edit", "f1@10", "f1@25", "f1@50"}
-    assert set(summary["alignment"]) >= {"acc", "edit", "f1@10", "f1@25", "f1@50"}
-    for name in ("summary.md", "hypotheses.tsv", "segments.png"):
-        assert (tmp_path / "ev" / name).stat().st_size > 0
-    assert len((tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()) == 9
+    summary, rows = assert_reports_add_up(tmp_path / "ev", split_references(run, "val"))
+    assert (summary["clips"], summary["split"], summary["epoch"], summary["unreadable"]) == (8, "val", 1, 0)
+    assert summary["checkpoint"] == str(run / "best.pt")
+    for setting in ("segmentation", "alignment"):
+        scores = summary[setting]
+        assert all(0 <= scores[k] <= 100 for k in ("acc", "edit", "f1@10", "f1@25", "f1@50")), scores
+        assert scores["f1@10"] >= scores["f1@25"] >= scores["f1@50"]  # a match at a higher IoU is one at a lower
+        assert 0 <= scores["unaligned_clips"] <= 8
+    # A greedy transcript always fits its own frames: only an empty one leaves a clip unaligned.
+    assert summary["segmentation"]["unaligned_clips"] == sum(r["hypothesis"] == "" for r in rows)
+    assert f"| transcript error rate (%) | {summary['ter']:.2f} |" in (tmp_path / "ev" / "summary.md").read_text()
+    assert (tmp_path / "ev" / "segments.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch, caplog):
@@ -184,15 +236,27 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch, capl
     names = ds.labels
     (tmp_path / "text.txt").write_text("\n".join(" ".join(names[t] for t in ds[i]["target"]) for i in range(48)))
     main(["lm", "build", str(tmp_path / "text.txt"), "--order", "2", "--out", str(tmp_path / "lm.arpa")])
-    assert "\\2-grams:" in (tmp_path / "lm.arpa").read_text()
+    # The file holds the bigram model of those transcripts (words = label names), to the 9 digits written.
+    built = build_ngram_lm([line.split() for line in (tmp_path / "text.txt").read_text().splitlines()], order=2)
+    read = read_arpa(tmp_path / "lm.arpa")
+    assert sorted(read.vocab) == sorted(built.vocab)
+    assert [len(ids) for ids, _, _ in read.ngrams] == [len(ids) for ids, _, _ in built.ngrams]
+    pairs = [(w, c) for w in built.vocab if w != "<s>" for c in built.vocab if c != "</s>"]
+    assert [read.log_prob(w, [c]) for w, c in pairs] == pytest.approx([built.log_prob(w, [c]) for w, c in pairs],
+                                                                       abs=1e-6)
     main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "ev"),
-          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--unk-score", "-5"])
+          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--unk-score", "-5",
+          "--batch-size", "2"])
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert set(summary["beam"]) == {"ter", "transcript_exact", "decoder"}
     assert "beam 8, LM lm.arpa" in summary["beam"]["decoder"] and "unk score -5.0" in summary["beam"]["decoder"]
     header = (tmp_path / "ev" / "hypotheses.tsv").read_text().splitlines()[0].split("\t")
     assert header == ["id", "reference", "hypothesis", "edits", "beam_hypothesis", "beam_edits"]
-    # Evaluation decodes several model batches at once; any grouping gives the same hypotheses.
+    references = split_references(run, "val")
+    assert_reports_add_up(tmp_path / "ev", references)  # the beam's TER too, from the beam_edits column
+    # Evaluation decodes several model batches at once; any grouping of the same log-probs (the same model
+    # batches: another batch size changes them in their last bits, which may flip a near tie) gives the same
+    # hypotheses.
     monkeypatch.setattr(evaluate_module, "DECODE_BATCH", 3)
     main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "ev3"),
           "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--unk-score", "-5",
@@ -203,10 +267,14 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch, capl
     main(["tune-lm", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa"), "--beam", "4",
           "--lm-weights", "0,1", "--word-bonuses", "-0.5,0.5", "--unk-score", "-2", "--out", str(tmp_path / "grid.json")])
     result = json.loads((tmp_path / "grid.json").read_text())
-    assert result["split"] == "val" and len(result["grid"]) == 4
-    assert {g["word_bonus"] for g in result["grid"]} == {-0.5, 0.5}
+    assert result["split"] == "val"
+    grid = sorted((g["lm_weight"], g["word_bonus"]) for g in result["grid"])
+    assert grid == [(0, -0.5), (0, 0.5), (1, -0.5), (1, 0.5)]
+    assert all(0 <= g["ter"] for g in result["grid"]) and result["best"] in result["grid"]
     assert result["best"]["ter"] == min(g["ter"] for g in result["grid"])
-    assert "best: --lm-weight" in capsys.readouterr().out
+    best = result["best"]
+    assert (f"best: --lm-weight {best['lm_weight']} --word-bonus {best['word_bonus']} ({best['ter']:.2f}%)"
+            in capsys.readouterr().out)
     with caplog.at_level(logging.WARNING):
         main(["tune-lm", "--checkpoint", str(run / "best.pt"), "--lm", str(tmp_path / "lm.arpa"), "--beam", "2",
               "--lm-weights", "1", "--word-bonuses", "0", "--unk-score", "-inf", "--split", "test"])
@@ -219,11 +287,11 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch, capl
     with pytest.raises(SystemExit, match="no lexicon constraint"):
         main(["evaluate", "--checkpoint", str(run / "best.pt"), "--beam", "4", "--decoder", "pyctcdecode",
               "--lexicon", str(tmp_path / "words.txt")])
-    if importlib.util.find_spec("flashlight") is not None:
-        main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "fl"),
-              "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--decoder", "flashlight"])
-        flashlight = json.loads((tmp_path / "fl" / "summary.json").read_text())["beam"]
-        assert flashlight["decoder"].startswith("flashlight beam 8, LM lm.arpa") and 0 <= flashlight["ter"] <= 100
+    # flashlight-text is a test dependency (pyproject's test extra): this always runs.
+    main(["evaluate", "--checkpoint", str(run / "best.pt"), "--split", "val", "--out", str(tmp_path / "fl"),
+          "--beam", "8", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.5", "--decoder", "flashlight"])
+    flashlight, _ = assert_reports_add_up(tmp_path / "fl", references)
+    assert flashlight["beam"]["decoder"] == "flashlight beam 8, LM lm.arpa weight 0.5"
 
 
 def test_signed_option_values_parse_as_users_write_them():

@@ -2,10 +2,14 @@
 PHOENIX-2014/-T parsing, splits, vocabularies and gloss normalisation, frame decoding, the frame cache,
 skipped broken files, training-only augmentation, and a tiny train + evaluate run per dataset type."""
 import json
+import math
 
 import pytest
 import torch
+import yaml
+from test_train import assert_reports_add_up
 from video_fixtures import (
+    MANIFEST_CLIPS,
     PHOENIX_2014,
     PHOENIX_2014T,
     align_text,
@@ -16,6 +20,7 @@ from video_fixtures import (
 )
 
 import ctcrnn  # noqa: F401  (registries)
+from ctcrnn.checkpoint import load_checkpoint
 from ctcrnn.config import load_config
 from ctcrnn.data import BLANK_LABEL, build_dataset, collate
 from ctcrnn.evaluate import evaluate
@@ -221,37 +226,60 @@ TINY = {
 }
 
 
-def tiny_run(tmp_path, name: str, data_args: str, **extra) -> dict:
+def tiny_run(tmp_path, name: str, data_args: str, references: dict, **extra) -> dict:
+    """Train one epoch and evaluate on the test split, whose clips are ``references`` ({id: reference}):
+    the reports must add up (test_train.assert_reports_add_up)."""
     overrides = {**TINY, "data.name": name, "data.args": data_args, "trainer.out_dir": str(tmp_path),
                  "trainer.run_name": name, **extra}
     run_dir = train(load_config(None, [f"{k}={v}" for k, v in overrides.items()]))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 1 and rows[0]["train_loss"] == rows[0]["train_loss"]  # finite
+    assert len(rows) == 1 and math.isfinite(rows[0]["train_loss"]) and math.isfinite(rows[0]["val_loss"])
     summary = evaluate(run_dir / "last.pt", out_dir=tmp_path / "eval")
-    assert (tmp_path / "eval" / "hypotheses.tsv").exists()
-    return {"rows": rows, "summary": summary, "run_dir": run_dir}
+    saved, tsv = assert_reports_add_up(tmp_path / "eval", references)
+    assert saved == {k: v for k, v in summary.items() if k != "out_dir"} and saved["split"] == "test"
+    return {"rows": rows, "summary": summary, "run_dir": run_dir, "tsv": tsv}
 
 
 def test_tiny_manifest_run_trains_evaluates_and_counts_the_broken_clip(manifest, tmp_path):
     args = f"{{train: {manifest['train']}, val: {manifest['val']}, test: {manifest['val']}, video: {{size: [16, 16]}}}}"
-    run = tiny_run(tmp_path, "video_manifest", args)
+    # The test split (val.jsonl): two clips and the frame folder, their label names as references.
+    references = {**{k: " ".join(labels) for k, (labels, _) in list(MANIFEST_CLIPS.items())[:2]}, "wave": "wave close"}
+    run = tiny_run(tmp_path, "video_manifest", args, references)
     assert run["rows"][0]["skipped_samples"] == 1
-    assert run["summary"]["clips"] == 3 and "ter" in run["summary"]
+    assert run["summary"]["clips"] == 3 and run["summary"]["unreadable"] == 0
 
 
 def test_tiny_grid_run_scores_wer_and_cer(grid_root, tmp_path):
-    root, _ = grid_root
+    root, expected = grid_root
     args = f"{{root: {root}, test_per_speaker: 1, video: {{size: [16, 16], grayscale: true}}}}"
-    run = tiny_run(tmp_path, "grid", args, **{"data.val_split": "test"})
-    assert {"wer", "cer"} <= set(run["summary"]) and run["summary"]["clips"] == 3
+    # The seeded draw of one test clip per speaker, each with its fixture sentence.
+    clips = build_dataset("grid", "test", yaml.safe_load(args)).clips
+    assert len({c.id.split("/")[0] for c in clips}) == len(clips) == 3
+    references = {c.id: expected["sentences"][c.id] for c in clips}
+    run = tiny_run(tmp_path, "grid", args, references, **{"data.val_split": "test"})
+    assert run["summary"]["clips"] == 3 and run["summary"]["unreadable"] == 0
 
 
 def test_tiny_phoenix_run_writes_stm_and_ctm(phoenix_root, tmp_path):
     root, expected, _ = phoenix_root
     args = f"{{root: {root}, augment: {{flip: true, temporal_rescale: 0.2}}, video: {{size: [16, 16]}}}}"
-    run = tiny_run(tmp_path, "phoenix2014", args)
+    name = next(k for k, e in expected.items() if e["split"] == "test" and not e["missing"])
+    # The reference as label names: a gloss never seen in training is the unknown token.
+    seen = {g for e in expected.values() if e["split"] == "train" for g in e["glosses"]}
+    reference = " ".join(g if g in seen else UNKNOWN_TOKEN for g in expected[name]["glosses"])
+    run = tiny_run(tmp_path, "phoenix2014", args, {name: reference})
     assert run["summary"]["clips"] == 1 and run["summary"]["unreadable"] == 1  # one test folder is missing
     stm = (tmp_path / "eval" / "reference.stm").read_text().splitlines()
-    name = next(k for k, e in expected.items() if e["split"] == "test" and not e["missing"])
     assert stm == [f"{name} 1 {expected[name]['signer']} 0.0 1.79769e+308 {' '.join(expected[name]['glosses'])}"]
-    assert (tmp_path / "eval" / "hypothesis.ctm").exists()
+    # hypothesis.ctm: the clip's hypothesis, one gloss per line, 10 ms apart (sclite scores words, not times).
+    hypothesis = run["tsv"][0]["hypothesis"].split()
+    ctm = [line.split() for line in (tmp_path / "eval" / "hypothesis.ctm").read_text().splitlines()]
+    assert ctm == [[name, "1", f"{k * 0.01:.3f}", "0.010", gloss] for k, gloss in enumerate(hypothesis)]
+    # A one-epoch model may decode no gloss at all: the same file from a known three-gloss hypothesis.
+    state = load_checkpoint(run["run_dir"] / "last.pt")
+    test = build_dataset("phoenix2014", "test", {"root": str(root)},
+                         fitted={"labels": state["labels"], "input_spec": state["input_spec"]})
+    glosses = ["NORD", "WIND", "__OFF__"]
+    test.write_predictions([{"id": name, "hyp": [test.labels.index(g) for g in glosses]}], tmp_path / "known")
+    ctm = (tmp_path / "known" / "hypothesis.ctm").read_text().splitlines()
+    assert ctm == [f"{name} 1 0.000 0.010 NORD", f"{name} 1 0.010 0.010 WIND", f"{name} 1 0.020 0.010 __OFF__"]
