@@ -25,8 +25,9 @@ import torch.nn.functional as F
 import ctcrnn  # noqa: F401  (registries)
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.registry import create_model
-from ctcrnn.stepping import Stepper
-from ctcrnn.trainer import cosine_with_warmup, make_loader
+from ctcrnn.training.stepping import Stepper
+from ctcrnn.data import make_loader
+from ctcrnn.training.trainer import cosine_with_warmup
 
 FEATURES = {"kind": "fbank", "sample_rate": 8000, "n_mels": 40, "win_ms": 25.0, "hop_ms": 10.0}
 

@@ -1,6 +1,6 @@
 """Time CTC beam-search decoders on the same synthetic CTC outputs, in one run: ctcrnn's batched prefix
 beam search against flashlight-text (through torchaudio) and pyctcdecode where installed, without an LM
-and with a 3-gram built by ``ctcrnn.lm`` from generated text. Prints seconds for the batch (best of
+and with a 3-gram built by ``ctcrnn.decoding.lm`` from generated text. Prints seconds for the batch (best of
 ``--repeats``, after one warm-up utterance), ms per utterance, top-1 agreement with ctcrnn and the token
 error rate (TER, %) against the true transcripts.
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from ctcrnn.decoding import BeamSearchDecoder
-from ctcrnn.lm import build_ngram_lm, write_arpa
+from ctcrnn.decoding.decoders import BeamSearchDecoder
+from ctcrnn.decoding.lm import build_ngram_lm, write_arpa
 from ctcrnn.metrics import error_rate
 
 CHAR_LABELS = ["-", *string.ascii_lowercase, "'", "|"]
@@ -129,7 +129,7 @@ def decoders(names, labels, delimiter, beam, arpa, lexicon, topk, threshold, thr
                                                num_threads=threads, lexicon=lexicon if word_lm else None, **fusion)
     if "flashlight" in names:
         try:
-            from ctcrnn.external_decoders import FlashlightDecoder
+            from ctcrnn.decoding.external import FlashlightDecoder
             made["flashlight"] = FlashlightDecoder(labels, beam_size=beam, beam_size_token=topk,
                                                    word_delimiter=delimiter, timestamps=False,
                                                    lexicon=lexicon if word_lm else None, **fusion)
@@ -143,7 +143,7 @@ def decoders(names, labels, delimiter, beam, arpa, lexicon, topk, threshold, thr
                                                  **fusion)
     if "pyctcdecode" in names and not (arpa is not None and delimiter is None):
         try:
-            from ctcrnn.external_decoders import PyCTCDecoder
+            from ctcrnn.decoding.external import PyCTCDecoder
             floor = {} if threshold is None else {"token_min_logp": threshold}
             made["pyctcdecode"] = PyCTCDecoder(labels, beam_size=beam, word_delimiter=delimiter,
                                                timestamps=False, **floor, **fusion)

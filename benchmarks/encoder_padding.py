@@ -10,7 +10,7 @@ import time
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ctcrnn.encoder import EncoderConfig, RNNEncoder
+from ctcrnn.nn.encoder import EncoderConfig, RNNEncoder
 
 
 def best_time(fn, repeats: int) -> float:

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctcrnn.encoder import EncoderConfig, RNNEncoder
+from ctcrnn.nn.encoder import EncoderConfig, RNNEncoder
 
 MODELS = ("gru", "lstm", "transformer", "transformer-math")
 GIB = 2 ** 30

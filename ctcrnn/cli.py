@@ -38,9 +38,9 @@ def format_summary(summary: dict) -> str:
 
 
 def cmd_train(args) -> None:
-    from .distributed import DistContext, shutdown
-    from .evaluate import evaluate
-    from .trainer import train
+    from .training.distributed import DistContext, shutdown
+    from .evaluation.scoring import evaluate
+    from .training.trainer import train
 
     if args.resume:
         if args.config:
@@ -59,7 +59,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate
+    from .evaluation.scoring import evaluate
 
     summary = evaluate(args.checkpoint, split=args.split, out_dir=args.out, device=args.device,
                        batch_size=args.batch_size, decoder=decoder_options(args), overrides=args.overrides)
@@ -81,8 +81,8 @@ def decoder_options(args) -> dict | None:
 
 def make_recogniser(args):
     from .checkpoint import load_checkpoint
-    from .evaluate import make_decoder, with_word_delimiter
-    from .transcribe import Recogniser
+    from .decoding.factory import make_decoder, with_word_delimiter
+    from .evaluation.transcribe import Recogniser
 
     options = decoder_options(args) if hasattr(args, "beam") else None
     decoder = None
@@ -93,7 +93,7 @@ def make_recogniser(args):
 
 
 def cmd_transcribe(args) -> None:
-    from .transcribe import write_ctm
+    from .evaluation.transcribe import write_ctm
 
     results = make_recogniser(args).transcribe(args.files)
     for t in results:
@@ -108,7 +108,7 @@ def cmd_transcribe(args) -> None:
 def cmd_align(args) -> None:
     from pathlib import Path
 
-    from .transcribe import write_ctm
+    from .evaluation.transcribe import write_ctm
 
     text = Path(args.transcript).read_text() if Path(args.transcript).is_file() else args.transcript
     result = make_recogniser(args).align(args.media, text)
@@ -121,7 +121,7 @@ def cmd_align(args) -> None:
 
 
 def cmd_tune_lm(args) -> None:
-    from .lm_tuning import tune_lm
+    from .evaluation.lm_tuning import tune_lm
 
     result = tune_lm(args.checkpoint, args.lm, split=args.split, lm_weights=args.lm_weights,
                      word_bonuses=args.word_bonuses, beam_size=args.beam, lexicon=args.lexicon,
@@ -136,13 +136,13 @@ def cmd_tune_lm(args) -> None:
 
 
 def cmd_lm(args) -> None:
-    from .lm import main as lm_main
+    from .decoding.lm import main as lm_main
 
     lm_main(args.lm_args)
 
 
 def cmd_plot(args) -> None:
-    from .plotting import plot_run
+    from .evaluation.plotting import plot_run
 
     print(f"learning curves written to {plot_run(args.run, args.out)}")
 
@@ -161,7 +161,7 @@ def float_list(text: str) -> list[float]:
 
 
 def add_decoder_options(p: argparse.ArgumentParser, beam_default: int | None, lm_required: bool = False) -> None:
-    from .evaluate import DECODERS
+    from .decoding.factory import DECODERS
 
     p.add_argument("--beam", type=int, default=beam_default,
                    help="prefix beam search with this beam size, reported beside greedy decoding")

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .encoder import EncoderConfig
+from .nn.encoder import EncoderConfig
 from .registry import closest
 
 

@@ -26,6 +26,7 @@ Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.au
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -34,6 +35,7 @@ import random
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from .registry import DATASETS
 
@@ -212,3 +214,28 @@ def plan_batches(dataset, batch_size: int, seed: int | None = None, epoch: int =
     if seed is not None:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device, seed: int | None = None,
+                epoch: int = 0, max_frames: int = 0, sortagrad: bool = False, start: int = 0,
+                shard: tuple[int, int] = (0, 1), split_batches: bool = True) -> DataLoader:
+    """A DataLoader over :func:`~ctcrnn.data.plan_batches`, from batch ``start`` on.
+
+    ``shard`` = (rank, world): under torchrun each rank takes its share of every batch (``split_batches``,
+    for training: the global batch stays the same) or every world-th whole batch (for evaluation). Worker seeds come from the
+    loader's own generator (seeded by seed and epoch), so creating a loader never consumes the global RNG.
+    """
+    rank, world = shard
+    batches = plan_batches(dataset, batch_size, seed, epoch, max_frames, sortagrad)[start:]
+    if world > 1:
+        if split_batches:  # a rank's share may be empty (a one-item batch): it then steps with zero gradients
+            batches = [b[rank::world] for b in batches]
+        else:
+            batches = batches[rank::world]
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch, seed or 0)
+    generator = torch.Generator().manual_seed(((seed or 0) * 1_000_003 + epoch) % 2**63)
+    step_shape = getattr(dataset, "input_spec", {}).get("step_shape")
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+                      collate_fn=functools.partial(collate, step_shape=step_shape),
+                      pin_memory=device.type == "cuda", generator=generator)

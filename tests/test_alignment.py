@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchaudio.functional import forced_align
 
-from ctcrnn.alignment import Segment, align_batch, forced_align_segments, frame_labels_from_segments
+from ctcrnn.decoding.alignment import Segment, align_batch, forced_align_segments, frame_labels_from_segments
 
 BLANK_ROW = [0.8, 0.1, 0.1]  # (blank, 1, 2) probabilities
 

@@ -4,7 +4,7 @@ import torch
 
 from ctcrnn import create_model
 from ctcrnn.audio.frontends import CRDNNFrontend, DeepSpeech2Conv
-from ctcrnn.encoder import EncoderConfig
+from ctcrnn.nn.encoder import EncoderConfig
 
 FRONTENDS = {
     "ds2_paper_kernels": lambda: DeepSpeech2Conv(32, channels=2),

@@ -12,8 +12,8 @@ from test_train import assert_reports_add_up
 from ctcrnn.audio.dtmf import DTMFConfig, dtmf_dataset_item, dtmf_dataset_plan
 from ctcrnn.cli import main
 from ctcrnn.config import load_config
-from ctcrnn.evaluate import score
-from ctcrnn.trainer import train
+from ctcrnn.evaluation.scoring import score
+from ctcrnn.training.trainer import train
 
 LABELS = ["<blank>", " ", "a", "b", "c"]
 SPEC = {"word_delimiter": " "}
@@ -38,7 +38,7 @@ def test_wer_and_cer_equal_jiwer_and_count_unknown_characters():
 
 @pytest.mark.parametrize("hyp", [" ab  ca ", "", "  ", "abca", "a b c a"])
 def test_whitespace_is_scored_as_jiwer_does_and_per_utterance_edits_add_up(hyp, tmp_path):
-    from ctcrnn.evaluate import write_reports
+    from ctcrnn.evaluation.scoring import write_reports
 
     refs, hyps = ["ab ca", "b"], [hyp, "b"]
     results = [{"id": str(i), "ref": ids(r), "hyp": ids(h), "text": r} for i, (r, h) in enumerate(zip(refs, hyps))]

@@ -34,9 +34,9 @@ from ctcrnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ctcrnn.cli import main
 from ctcrnn.config import ConfigError, load_config
 from ctcrnn.data import build_dataset, collate
-from ctcrnn.evaluate import evaluate
+from ctcrnn.evaluation.scoring import evaluate
 from ctcrnn.registry import DATASETS, register_dataset
-from ctcrnn.trainer import train
+from ctcrnn.training.trainer import train
 
 RATE = 8000
 KEYS = "0123456789*#ABCD"

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from ctcrnn import beam_search
-from ctcrnn.decoding import BeamSearchDecoder, greedy_decode, prefix_beam_search
-from ctcrnn.lm import build_ngram_lm
+from ctcrnn.decoding import prefix_search as beam_search
+from ctcrnn.decoding.decoders import BeamSearchDecoder, greedy_decode, prefix_beam_search
+from ctcrnn.decoding.lm import build_ngram_lm
 
 
 def log_probs_for(rows: list[list[float]]) -> torch.Tensor:
@@ -253,7 +253,7 @@ def test_top1_agrees_with_other_decoders(which):
     # its exc_type (pytest >= 8.2) would also hide a broken install as a skip.
     if which == "pyctcdecode" and importlib.util.find_spec("pyctcdecode") is None:
         pytest.skip("pyctcdecode is not installed (optional)")
-    from ctcrnn.external_decoders import FlashlightDecoder, PyCTCDecoder
+    from ctcrnn.decoding.external import FlashlightDecoder, PyCTCDecoder
 
     def other(labels, beam):
         if which == "flashlight":

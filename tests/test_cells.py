@@ -1,10 +1,10 @@
-"""ctcrnn.cells against torch's own GRU/LSTM modules as the oracle, weights copied via state_dict."""
+"""ctcrnn.nn.cells against torch's own GRU/LSTM modules as the oracle, weights copied via state_dict."""
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ctcrnn import cells
+from ctcrnn.nn import cells
 
 I, H, B, T = 5, 7, 4, 9
 LENGTHS = [6, 9, 1, 4]        # unsorted on purpose: exercises sorted_indices / unsorted_indices

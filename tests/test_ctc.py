@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ctcrnn.ctc import ctc_loss, infeasibility, min_ctc_frames
+from ctcrnn.nn.ctc import ctc_loss, infeasibility, min_ctc_frames
 
 
 def test_min_frames_counts_repeats():

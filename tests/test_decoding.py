@@ -1,7 +1,7 @@
 """Greedy CTC decoding on hand-made log-probs whose best path is known."""
 import torch
 
-from ctcrnn.decoding import greedy_decode
+from ctcrnn.decoding.decoders import greedy_decode
 
 
 def log_probs_for(paths: list[list[int]], num_classes: int = 4) -> torch.Tensor:

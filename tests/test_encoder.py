@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ctcrnn.encoder import EncoderConfig, RNNEncoder
-from ctcrnn.model import CTCModel, conv_output_lengths
+from ctcrnn.nn.encoder import EncoderConfig, RNNEncoder
+from ctcrnn.nn.model import CTCModel, conv_output_lengths
 
 
 @pytest.mark.parametrize("impl", ["fused", "reference"])
@@ -54,7 +54,7 @@ def test_conv_output_lengths_match_torch():
 
 
 def test_model_needs_two_classes():
-    from ctcrnn.model import Frontend
+    from ctcrnn.nn.model import Frontend
 
     class Identity(Frontend):
         out_dim = 3

@@ -14,7 +14,7 @@ import torch
 
 from ctcrnn.checkpoint import CheckpointError, load_checkpoint
 from ctcrnn.config import load_config
-from ctcrnn.trainer import train
+from ctcrnn.training.trainer import train
 
 from conftest import tiny_config_overrides
 
@@ -101,7 +101,7 @@ def test_corrupted_last_checkpoint_falls_back_to_the_previous_good_one(tmp_path,
 
 
 def test_non_finite_steps_leave_the_weights_alone_and_stop_the_run_when_they_persist(tmp_path, monkeypatch, caplog):
-    import ctcrnn.stepping as stepping
+    import ctcrnn.training.stepping as stepping
 
     real_loss, calls = stepping.ctc_loss, {"n": 0}
 
@@ -120,11 +120,11 @@ def test_non_finite_steps_leave_the_weights_alone_and_stop_the_run_when_they_per
 
 
 def test_time_based_checkpoints(tmp_path, monkeypatch):
-    import ctcrnn.trainer as trainer
+    import ctcrnn.training.checkpoints as checkpoints
 
     clock = {"now": 1000.0}
-    monkeypatch.setattr(trainer.time, "time", lambda: clock["now"])
-    checkpointer = trainer.Checkpointer(tmp_path, keep=2, every_steps=0, every_minutes=5)
+    monkeypatch.setattr(checkpoints.time, "time", lambda: clock["now"])
+    checkpointer = checkpoints.Checkpointer(tmp_path, keep=2, every_steps=0, every_minutes=5)
     assert not checkpointer.due(1)
     clock["now"] += 299
     assert not checkpointer.due(2)
@@ -143,7 +143,7 @@ def test_mid_epoch_resume_refuses_overrides_that_change_the_batches(tmp_path):
 
 
 def test_keep_checkpoints_never_deletes_the_new_one_and_drops_an_abandoned_future(tmp_path):
-    from ctcrnn.trainer import Checkpointer
+    from ctcrnn.training.checkpoints import Checkpointer
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -158,7 +158,7 @@ def test_keep_checkpoints_never_deletes_the_new_one_and_drops_an_abandoned_futur
 
 
 def test_temp_files_of_an_interrupted_write_are_cleared_at_start(tmp_path):
-    from ctcrnn.trainer import Checkpointer
+    from ctcrnn.training.checkpoints import Checkpointer
 
     (tmp_path / "checkpoints").mkdir()
     leftovers = [tmp_path / ".last.pt.1234.tmp", tmp_path / "checkpoints" / ".step-00000002.pt.abcd.tmp"]

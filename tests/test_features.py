@@ -15,7 +15,7 @@ import ctcrnn  # noqa: F401  (registries)
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.features import MSTCN_HEADER, UNALIGNED_LABEL, FeatureProjection, collapse_runs, read_features
 from ctcrnn.features.breakfast_corpus import VAL_EVERY, read_mapping
-from ctcrnn.model import conv_output_lengths
+from ctcrnn.nn.model import conv_output_lengths
 
 LABELS = ["<blank>", *ACTIONS]
 
@@ -284,8 +284,8 @@ def test_reader_reads_a_file_as_the_checkpoint_was_trained(tree):
 
 def test_tiny_breakfast_run_trains_evaluates_and_writes_mstcn_files(tmp_path):
     from ctcrnn.config import load_config
-    from ctcrnn.evaluate import evaluate
-    from ctcrnn.trainer import train
+    from ctcrnn.evaluation.scoring import evaluate
+    from ctcrnn.training.trainer import train
 
     info = write_breakfast(tmp_path / "breakfast", videos=16, test_videos=4)
     overrides = {

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from ctcrnn.decoding import prefix_beam_search
-from ctcrnn.lm import LN10, build_ngram_lm
+from ctcrnn.decoding.decoders import prefix_beam_search
+from ctcrnn.decoding.lm import LN10, build_ngram_lm
 from ctcrnn.metrics import edit_distance
 
 LABELS = ["-", "a", "c", "o", "t", "|"]

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctcrnn.decoding import prefix_beam_search
-from ctcrnn.lm import LN10, build_ngram_lm, main, read_arpa, write_arpa
+from ctcrnn.decoding.decoders import prefix_beam_search
+from ctcrnn.decoding.lm import LN10, build_ngram_lm, main, read_arpa, write_arpa
 
 ARPA = """some header text tools write
 \\data\\
@@ -302,7 +302,7 @@ def test_hotword_bonus_flips_the_result():
 
 
 def test_token_lm_top1_agrees_with_flashlight(tmp_path):
-    from ctcrnn.external_decoders import FlashlightDecoder  # flashlight-text is in the test extra: never skipped
+    from ctcrnn.decoding.external import FlashlightDecoder  # flashlight-text is in the test extra: never skipped
 
     g = torch.Generator().manual_seed(0)
     labels = ["-"] + [f"g{i}" for i in range(1, 40)]
@@ -335,7 +335,7 @@ def test_token_lm_top1_agrees_with_flashlight(tmp_path):
 def test_word_lm_with_lexicon_top1_agrees_with_flashlight(tmp_path):
     """flashlight's lexicon decoder (a lexicon file spelled with the labels, the delimiter as its silence,
     word bonus, word LM) against ctcrnn's on peaky character outputs whose every other letter is unsure."""
-    from ctcrnn.external_decoders import FlashlightDecoder
+    from ctcrnn.decoding.external import FlashlightDecoder
     from test_fusion_search import BAR, LABELS, LEXICON, SENTENCES, WORD_LM
 
     write_arpa(WORD_LM, tmp_path / "w.arpa")
@@ -372,7 +372,7 @@ def test_word_lm_with_lexicon_top1_agrees_with_flashlight(tmp_path):
 
 
 def test_flashlight_decoder_refuses_what_flashlight_cannot_do():
-    from ctcrnn.external_decoders import FlashlightDecoder
+    from ctcrnn.decoding.external import FlashlightDecoder
 
     with pytest.raises(ValueError, match="unique, non-empty labels without whitespace"):
         FlashlightDecoder(["-", "a", "a b"])

@@ -10,7 +10,7 @@ import torch
 
 import ctcrnn  # noqa: F401  (registries)
 from ctcrnn.config import load_config
-from ctcrnn.ctc import ctc_loss
+from ctcrnn.nn.ctc import ctc_loss
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.registry import create_model
 

@@ -5,7 +5,7 @@ import torch
 
 import ctcrnn
 from ctcrnn import create_model, list_models
-from ctcrnn.model import CTCModel
+from ctcrnn.nn.model import CTCModel
 from ctcrnn.registry import MODELS, Registry, RegistryError
 
 # Small per-entry inputs: (in_shape, T, builder-argument variants) for each registered model.

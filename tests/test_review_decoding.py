@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ctcrnn import beam_search
-from ctcrnn import fusion as fusion_module
-from ctcrnn.beam_search import ctc_prefix_search
-from ctcrnn.fusion import LMFusion
-from ctcrnn.decoding import prefix_beam_search
-from ctcrnn.lm import LN10, build_ngram_lm, read_arpa
+from ctcrnn.decoding import prefix_search as beam_search
+from ctcrnn.decoding import fusion as fusion_module
+from ctcrnn.decoding.prefix_search import ctc_prefix_search
+from ctcrnn.decoding.fusion import LMFusion
+from ctcrnn.decoding.decoders import prefix_beam_search
+from ctcrnn.decoding.lm import LN10, build_ngram_lm, read_arpa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_fusion_search import BAR, LABELS, LEXICON, SENTENCES, WORD_LM  # noqa: E402
@@ -88,8 +88,8 @@ def test_tune_lm_with_flashlight_and_no_lexicon_does_not_fail_after_running_the_
     """`ctcrnn tune-lm --decoder flashlight` without --lexicon: the default word-bonus grid (-1, 0, 1, 2)
     holds bonuses that flashlight's lexicon-free decoder rejects, and tune_lm finds out only after running
     the model over the whole validation split. It must either work or refuse before the model runs."""
-    from ctcrnn import lm_tuning  # flashlight-text is in the test extra: this runs, never skipped
-    from ctcrnn.lm import build_ngram_lm, write_arpa
+    from ctcrnn.evaluation import lm_tuning  # flashlight-text is in the test extra: this runs, never skipped
+    from ctcrnn.decoding.lm import build_ngram_lm, write_arpa
 
     labels = ["-", "a", "b", "c"]
     arpa = tmp_path / "chars.arpa"

@@ -19,9 +19,9 @@ from ctcrnn.cli import main
 from ctcrnn.config import load_config
 from ctcrnn.data import build_dataset, collate
 from ctcrnn.registry import create_model
-from ctcrnn.stepping import Stepper
-from ctcrnn import trainer as trainer_module
-from ctcrnn.trainer import cosine_with_warmup, train
+from ctcrnn.training.stepping import Stepper
+from ctcrnn.training import trainer as trainer_module
+from ctcrnn.training.trainer import cosine_with_warmup, train
 
 REPO = Path(__file__).parent.parent
 

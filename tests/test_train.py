@@ -11,14 +11,14 @@ from conftest import tiny_config_overrides
 from ctcrnn.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from ctcrnn.cli import attach_signed_values, build_parser, main
 from ctcrnn.config import config_to_dict, load_config
-from ctcrnn.data import build_dataset, collate
-from ctcrnn.decoding import greedy_decode
-from ctcrnn.lm import build_ngram_lm, read_arpa
+from ctcrnn.data import build_dataset, collate, make_loader
+from ctcrnn.decoding.decoders import greedy_decode
+from ctcrnn.decoding.lm import build_ngram_lm, read_arpa
 from ctcrnn.metrics import characters, edit_distance, error_rate, words
 from ctcrnn.registry import create_model
-from ctcrnn import evaluate as evaluate_module
-from ctcrnn import trainer as trainer_module
-from ctcrnn.trainer import train
+from ctcrnn.evaluation import scoring as evaluate_module
+from ctcrnn.training import trainer as trainer_module
+from ctcrnn.training.trainer import train
 
 
 def assert_reports_add_up(out_dir, references: dict) -> tuple[dict, list[dict]]:
@@ -87,7 +87,7 @@ def test_checkpoint_rebuilds_identical_outputs(tiny_run, tmp_path):
     model = model_from_checkpoint(state)
     ds = build_dataset("synthetic_actions", "val", state["config"]["data"]["args"])
     # The rebuilt model reproduces the validation score recorded while training.
-    val = trainer_module.validate(model, trainer_module.make_loader(ds, 8, 0, torch.device("cpu")), "cpu")
+    val = trainer_module.validate(model, make_loader(ds, 8, 0, torch.device("cpu")), "cpu")
     assert round(val["ter"], 3) == state["metrics"]["val_ter"]
     batch = collate([ds[i] for i in range(4)])
     expected = model(batch["inputs"], batch["lengths"])[0]

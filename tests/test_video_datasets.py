@@ -23,9 +23,9 @@ import ctcrnn  # noqa: F401  (registries)
 from ctcrnn.checkpoint import load_checkpoint
 from ctcrnn.config import load_config
 from ctcrnn.data import BLANK_LABEL, build_dataset, collate
-from ctcrnn.evaluate import evaluate
+from ctcrnn.evaluation.scoring import evaluate
 from ctcrnn.registry import READERS
-from ctcrnn.trainer import train
+from ctcrnn.training.trainer import train
 from ctcrnn.video.datasets import UNKNOWN_TOKEN
 from ctcrnn.video.grid_corpus import GRID_LABELS, read_align
 from ctcrnn.video.phoenix import normalise_glosses

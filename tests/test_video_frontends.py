@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ctcrnn import create_model
-from ctcrnn.ctc import ctc_loss
-from ctcrnn.stepping import Stepper
+from ctcrnn.nn.ctc import ctc_loss
+from ctcrnn.training.stepping import Stepper
 from ctcrnn.video.frontends import CSLRFrontend, FrameCNN, LipNet3D, SpatialSoftArgmax, normal_flow
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torchaudio.functional as AF
 
-from ctcrnn.audio.io import read_audio
+from .io import read_audio
 
 from ..config import Options
 from ..randomness import generator_device, randint, uniform

@@ -4,7 +4,7 @@ Input ``(B, T, F)`` features (F = STFT or filterbank bins), output ``(B, T', out
 :meth:`output_lengths`. Every layer zeroes the frames past each sample's length at that layer's frame
 rate (deepspeech.pytorch's ``MaskConv``), so padding never reaches a real frame through a time kernel:
 in eval mode a sample's output is the same alone or batched with longer ones.
-Imports torch and :mod:`ctcrnn.model` only.
+Imports torch and :mod:`ctcrnn.nn.model` only.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..model import Frontend, conv_output_lengths
+from ..nn.model import Frontend, conv_output_lengths
 
 
 def zero_padding(x: torch.Tensor, lengths: torch.Tensor, time_dim: int) -> torch.Tensor:

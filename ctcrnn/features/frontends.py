@@ -1,13 +1,13 @@
 """Frontends for precomputed per-frame features (I3D, ResNet, Fisher vectors): (B, T, D) -> (B, T', out_dim).
 
-Imports torch and :mod:`ctcrnn.model` only.
+Imports torch and :mod:`ctcrnn.nn.model` only.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..model import Frontend, conv_output_lengths
+from ..nn.model import Frontend, conv_output_lengths
 
 
 def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model import Frontend, conv_output_lengths
+from ..nn.model import Frontend, conv_output_lengths
 
 
 class SpatialSoftArgmax(nn.Module):

@@ -6,8 +6,8 @@ dataset's ``step_shape``), and ``cell="gru" | "lstm"``, a shortcut for ``encoder
 from __future__ import annotations
 
 from ..audio.frontends import CRDNNFrontend, DeepSpeech2Conv
-from ..encoder import EncoderConfig
-from ..model import CTCModel
+from ..nn.encoder import EncoderConfig
+from ..nn.model import CTCModel
 from ..registry import register_model
 from .common import encoder_with_cell, feature_bins
 

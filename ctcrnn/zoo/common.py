@@ -1,7 +1,7 @@
 """Helpers shared by zoo entries of every modality: the ``cell`` shortcut and (B, T, F) input sizes."""
 from __future__ import annotations
 
-from ..encoder import EncoderConfig
+from ..nn.encoder import EncoderConfig
 
 
 def feature_bins(entry: str, in_shape: tuple[int, ...]) -> int:

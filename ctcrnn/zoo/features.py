@@ -5,9 +5,9 @@ a shortcut for ``encoder={"cell": ...}``.
 """
 from __future__ import annotations
 
-from ..encoder import EncoderConfig
+from ..nn.encoder import EncoderConfig
 from ..features import FeatureProjection
-from ..model import CTCModel
+from ..nn.model import CTCModel
 from ..registry import register_model
 from .common import encoder_with_cell, feature_bins
 

@@ -4,8 +4,8 @@ Every entry takes ``in_shape=(C, H, W)``, the shape of one frame.
 """
 from __future__ import annotations
 
-from ..encoder import EncoderConfig
-from ..model import CTCModel
+from ..nn.encoder import EncoderConfig
+from ..nn.model import CTCModel
 from ..registry import register_model
 from ..video.frontends import CSLRFrontend, FrameCNN, LipNet3D
 from .common import encoder_with_cell

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .decoding import Hypothesis, make_hypotheses
+from .decoders import Hypothesis, make_hypotheses
 from .lm import LN10
 
 __all__ = ["FlashlightDecoder", "PyCTCDecoder"]

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from .alignment import forced_align_segments
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .ctc import min_ctc_frames
-from .data import labels_to_text
-from .decoding import greedy_decode
-from .registry import READERS
+from ..decoding.alignment import forced_align_segments
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..nn.ctc import min_ctc_frames
+from ..data import labels_to_text
+from ..decoding.decoders import greedy_decode
+from ..registry import READERS
 
 __all__ = ["Recogniser", "Transcript", "text_to_labels", "write_ctm"]
 

@@ -16,7 +16,7 @@ accumulated "LM score" per beam and adds the change a token brings. Two LM units
   is added to every unknown word on top of that (to every unknown token, for a token LM); -inf allows
   only the LM's words.
 
-Words follow a character trie (:mod:`ctcrnn.trie`) of the lexicon, the hotwords and, for a word LM, the
+Words follow a character trie (:mod:`ctcrnn.decoding.trie`) of the lexicon, the hotwords and, for a word LM, the
 LM's vocabulary: each beam holds the trie node of its partial word, and a token moves every beam to its
 next node with one gather. Lexicon: a token may only lead to a node on the way to a lexicon word, and
 the delimiter (or the end) may only close a lexicon word. Hotwords: the partial word earns

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .runlog import TableLog
+from ..runlog import TableLog
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:

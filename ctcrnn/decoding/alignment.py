@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torchaudio.functional import forced_align
 
-from .ctc import min_ctc_frames
+from ..nn.ctc import min_ctc_frames
 
 __all__ = ["Segment", "forced_align_segments", "frame_labels_from_segments", "align_batch"]
 

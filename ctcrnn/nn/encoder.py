@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from . import cells
-from .registry import RegistryError, closest
+from ..registry import RegistryError, closest
 
 
 @dataclass
 class EncoderConfig:
     cell: str = "gru"            # gru | lstm
-    impl: str = "fused"          # fused: torch.nn.GRU/LSTM (cuDNN on GPU) | reference: ctcrnn.cells, from the equations
+    impl: str = "fused"          # fused: torch.nn.GRU/LSTM (cuDNN on GPU) | reference: ctcrnn.nn.cells, from the equations
     hidden_size: int = 128       # per direction
     num_layers: int = 2
     bidirectional: bool = True

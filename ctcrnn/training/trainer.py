@@ -12,91 +12,26 @@ datasets and models come from the registries.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from .checkpoint import CheckpointError, link_latest, load_checkpoint, save_checkpoint
-from .config import Config, apply_override, config_from_dict, config_to_dict, save_config, validate_config
-from .ctc import ctc_loss
-from .data import build_dataset, collate, plan_batches
-from .decoding import greedy_decode
+from ..config import Config, apply_override, config_from_dict, config_to_dict, save_config, validate_config
+from ..data import build_dataset, make_loader, plan_batches
+from ..inference import predict, resolve_device
+from ..metrics import edit_distance
+from ..nn.ctc import ctc_loss
+from ..randomness import rng_state, seed_everything, set_rng_state, step_seed
+from ..registry import create_model
+from ..runlog import Progress, TableLog, TensorBoardLog, record_skipped, truncate_skipped
+from .checkpoints import BATCH_PLAN_KEYS, Checkpointer, load_resume_state
 from .distributed import DistContext, all_reduce_sum, broadcast_object, gather_lists, init_distributed
-from .metrics import edit_distance
-from .randomness import step_seed
-from .registry import create_model
-from .runlog import Progress, TableLog, TensorBoardLog, record_skipped, truncate_skipped
-from .stepping import Stepper, check_precision, train_step  # noqa: F401  (train_step: public API)
+from .stepping import Stepper, check_precision
 
-log = logging.getLogger("ctcrnn.train")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={name} but no CUDA device is available: use trainer.device=auto or cpu")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    # NumPy's legacy state holds an ndarray; store it as a tensor so weights_only loading accepts it.
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
-                       "gauss": gauss}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device, seed: int | None = None,
-                epoch: int = 0, max_frames: int = 0, sortagrad: bool = False, start: int = 0,
-                context: DistContext | None = None, split_batches: bool = True) -> DataLoader:
-    """A DataLoader over :func:`~ctcrnn.data.plan_batches`, from batch ``start`` on.
-
-    Under torchrun each rank takes its share of every batch (``split_batches``, for training: the global
-    batch stays the same) or every world-th whole batch (for evaluation). Worker seeds come from the
-    loader's own generator (seeded by seed and epoch), so creating a loader never consumes the global RNG.
-    """
-    context = context or DistContext()
-    batches = plan_batches(dataset, batch_size, seed, epoch, max_frames, sortagrad)[start:]
-    if context.enabled:
-        if split_batches:  # a rank's share may be empty (a one-item batch): it then steps with zero gradients
-            batches = [b[context.rank :: context.world] for b in batches]
-        else:
-            batches = batches[context.rank :: context.world]
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch, seed or 0)
-    generator = torch.Generator().manual_seed(((seed or 0) * 1_000_003 + epoch) % 2**63)
-    step_shape = getattr(dataset, "input_spec", {}).get("step_shape")
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                      collate_fn=functools.partial(collate, step_shape=step_shape),
-                      pin_memory=device.type == "cuda", generator=generator)
+log = logging.getLogger(__name__)
 
 
 def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
@@ -113,21 +48,6 @@ def cosine_with_warmup(warmup: int, total: int):
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return factor
-
-
-@torch.no_grad()
-def predict(model, loader, device, unreadable: list | None = None):
-    """Yield (batch, log_probs (B, T', V) on CPU, out_lengths (B,), greedy hypotheses) in eval mode;
-    items the dataset could not read are appended to ``unreadable`` as (id, reason)."""
-    model.eval()
-    for batch in loader:
-        if unreadable is not None:
-            unreadable += batch["skipped"]
-        if batch["inputs"] is None:
-            continue
-        log_probs, out_lengths = model(batch["inputs"].to(device, non_blocking=True), batch["lengths"].to(device))
-        log_probs, out_lengths = log_probs.cpu(), out_lengths.cpu()
-        yield batch, log_probs, out_lengths, greedy_decode(log_probs, out_lengths)
 
 
 def validate(model, loader, device, context: DistContext | None = None) -> dict:
@@ -156,74 +76,6 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
         n += 1
         run_dir = out_dir / f"{name}-{n}"
     return run_dir
-
-
-# Settings the batch plan of an epoch depends on: a mid-epoch resume must keep them.
-BATCH_PLAN_KEYS = {"data.batch_size", "data.max_frames", "data.sortagrad", "trainer.seed", "trainer.grad_accum",
-                   "data.name", "data.args", "data.train_split"}
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-
-
-def load_resume_state(resume: str | Path) -> tuple[dict, Path]:
-    """The checkpoint to continue from: ``resume`` (a file, or a run folder meaning its last.pt), falling
-    back to the newest readable step checkpoint of the run when that file is truncated or corrupted."""
-    path = Path(resume)
-    path = path / "last.pt" if path.is_dir() else path
-    run_dir = run_dir_of(path)
-    candidates = [path] + sorted((run_dir / "checkpoints").glob("step-*.pt"), reverse=True)
-    errors = []
-    for candidate in candidates:
-        try:
-            state = load_checkpoint(candidate)
-        except CheckpointError as e:
-            errors.append(str(e))
-            continue
-        if errors:
-            log.warning("could not resume from %s (%s); falling back to %s", path, errors[0], candidate)
-        return state, run_dir
-    raise CheckpointError(f"no readable checkpoint to resume from in {run_dir}: " + "; ".join(errors))
-
-
-class Checkpointer:
-    """Writes checkpoints atomically: ``checkpoints/step-N.pt`` (the newest ``keep`` are kept) with
-    ``last.pt`` pointing at the newest, and ``best.pt`` at epoch ends that improve validation."""
-
-    def __init__(self, run_dir: Path, keep: int, every_steps: int, every_minutes: float):
-        if keep < 1:
-            raise ValueError(f"trainer.keep_checkpoints must be at least 1, got {keep}")
-        self.run_dir, self.keep, self.every_steps, self.every_minutes = run_dir, keep, every_steps, every_minutes
-        self.last_time = time.time()
-        # Temp files of a write that a kill interrupted (one process writes here, so any found now are
-        # leftovers); a leftover hard link would otherwise pin an old checkpoint on disk for good.
-        for leftover in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:
-            leftover.unlink(missing_ok=True)
-
-    def due(self, step: int) -> bool:
-        return bool((self.every_steps and step % self.every_steps == 0) or
-                    (self.every_minutes and time.time() - self.last_time >= 60 * self.every_minutes))
-
-    def save(self, state: dict, best: bool = False) -> Path:
-        path = self.run_dir / "checkpoints" / f"step-{state['step']:08d}.pt"
-        try:
-            save_checkpoint(state, path)
-            link_latest(path, self.run_dir / "last.pt")
-            if best:
-                save_checkpoint(state, self.run_dir / "best.pt")
-        except OSError as e:
-            previous = self.run_dir / "last.pt"
-            raise CheckpointError(f"could not write checkpoint {path}: {e}. The previous checkpoint "
-                                  f"({previous}) is intact; free space and continue with --resume {self.run_dir}") from e
-        # Files of later steps belong to a future this run abandoned (it resumed from an older checkpoint):
-        # drop them, then keep the newest `keep` including the one just written.
-        others = [p for p in (self.run_dir / "checkpoints").glob("step-*.pt") if p != path]
-        later = [p for p in others if p.name > path.name]
-        for old in later + sorted(set(others) - set(later))[: max(0, len(others) - len(later) - (self.keep - 1))]:
-            old.unlink(missing_ok=True)
-        self.last_time = time.time()
-        return path
 
 
 def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[str] = ()) -> Path:
@@ -334,7 +186,7 @@ def _train(cfg: Config | None, resume: str | Path | None, overrides: list[str]) 
     for epoch in range(start_epoch, tc.max_epochs):
         model.train()
         loader = make_loader(train_set, dc.batch_size, dc.num_workers, device, tc.seed, epoch, dc.max_frames,
-                             dc.sortagrad, start=position, context=context)
+                             dc.sortagrad, start=position, shard=(context.rank, context.world))
         progress = progress or {"loss_sum": 0.0, "samples": 0, "frames": 0, "skipped": [], "bad_steps": 0,
                                 "seconds": 0.0}
         started, done_before, interval = time.time() - progress["seconds"], progress["samples"], []
@@ -389,7 +241,7 @@ def _train(cfg: Config | None, resume: str | Path | None, overrides: list[str]) 
                 checkpointer.save(snapshot(epoch, False, position, progress))
         train_time = time.time() - started
         val = validate(model, make_loader(val_set, dc.eval_batch_size, dc.num_workers, device,
-                                          max_frames=dc.max_frames, context=context, split_batches=False),
+                                          max_frames=dc.max_frames, shard=(context.rank, context.world), split_batches=False),
                        device, context)
         train_loss = progress["loss_sum"] / max(progress["samples"], 1)
         row = {"epoch": epoch + 1, "step": step, "train_loss": round(train_loss, 5),

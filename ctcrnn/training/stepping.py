@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .ctc import CTCResult, ctc_loss
+from ..nn.ctc import CTCResult, ctc_loss
 from .distributed import DistContext, all_reduce_sum
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -18,7 +18,7 @@ corpora this toolkit builds LMs from (a few thousand transcripts, character LMs)
 for large corpora and read its ARPA file here. An interpolated model is written exactly as a back-off
 model: a seen n-gram stores its interpolated probability, and a context stores γ(h) = t(h)/(c(h) + t(h)).
 
-    python -m ctcrnn.lm build text.txt --order 3 --out lm.arpa [--unit char --space "|"]
+    python -m ctcrnn.decoding.lm build text.txt --order 3 --out lm.arpa [--unit char --space "|"]
 
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
@@ -359,7 +359,7 @@ def build_ngram_lm(sentences: Iterable[Sequence[str]], order: int = 3) -> NGramL
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ctcrnn.lm", description="n-gram language model tools")
+    parser = argparse.ArgumentParser(prog="python -m ctcrnn.decoding.lm", description="n-gram language model tools")
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="Witten-Bell n-gram ARPA model from a text file, one sentence a line")
     build.add_argument("text", type=Path)

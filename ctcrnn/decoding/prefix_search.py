@@ -10,7 +10,7 @@ with log-probs y gives
     prefix + c:   pnb' = (pb ⊕ pnb) + y_c,      but only pb + y_c when c == last ("a a" needs a blank)
 
 (⊕ = log-sum-exp). When prefix + c is already a beam, its mass is added to that beam instead of
-becoming a second copy; prefixes are identified by 62-bit rolling keys (:mod:`ctcrnn.hashing`), so
+becoming a second copy; prefixes are identified by 62-bit rolling keys (:mod:`ctcrnn.decoding.hashing`), so
 "is beam j = beam i + its own last token" is a search of j's parent key among the beams' keys. The K
 stays and K × C extensions of each utterance are then ranked by one ``topk``, and per-frame
 back-pointers give the label sequences at the end.

@@ -1,10 +1,10 @@
 """CTC decoding: turn a model's per-frame log-probabilities into label sequences. Blank is index 0.
 
 ``greedy_decode`` takes the best label per frame. ``prefix_beam_search`` (engine in
-:mod:`ctcrnn.beam_search`, LM fusion in :mod:`ctcrnn.fusion`) keeps the most probable label prefixes,
+:mod:`ctcrnn.decoding.prefix_search`, LM fusion in :mod:`ctcrnn.decoding.fusion`) keeps the most probable label prefixes,
 each scored over all its alignments, optionally with an n-gram LM, a lexicon and hotwords, and returns
 n-best :class:`Hypothesis` objects with token and word timestamps. The external decoders in
-:mod:`ctcrnn.external_decoders` return the same objects.
+:mod:`ctcrnn.decoding.external` return the same objects.
 
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .alignment import Segment, forced_align_segments
-from .beam_search import check_lengths, ctc_prefix_search
+from .prefix_search import check_lengths, ctc_prefix_search
 from .fusion import LMFusion
 from .lm import NGramLM, read_arpa
 
@@ -76,7 +76,7 @@ class BeamSearchDecoder:
     labels: label strings by id (needed for an LM, a lexicon, hotwords and ``text``).
     word_delimiter: id of the token between words ("|" or " "); gives word spans and word-level fusion.
     lm: an :class:`~ctcrnn.lm.NGramLM` or an ARPA path. lm_weight multiplies its natural-log probability;
-      word_bonus is added per word ("word" unit) or per token ("token" unit); lm_unit: see ctcrnn.fusion
+      word_bonus is added per word ("word" unit) or per token ("token" unit); lm_unit: see ctcrnn.decoding.fusion
       ("word" when word_delimiter is given, else "token").
     lexicon: allowed words; hotwords: words that earn hotword_bonus (natural log) when decoded.
     unk_score: added to every word (token, for a token LM) the LM does not know, on top of its <unk>

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .evaluate import load_for_evaluation, make_decoder, run_model, spells_words, transcript_scores
-from .trainer import resolve_device
+from ..decoding.factory import make_decoder
+from ..inference import resolve_device
+from .scoring import load_for_evaluation, run_model, spells_words, transcript_scores
 
 __all__ = ["tune_lm"]
 
@@ -29,7 +30,7 @@ def tune_lm(checkpoint: str | Path, lm: str | Path, split: str | None = None, lm
     Returns {"split", "greedy_ter", "grid": [{"lm_weight", "word_bonus", "ter"}, ...], "best": {...}};
     for character data the grid and greedy result also carry "wer" and "cer" and the best pair is the one
     with the lowest WER. Ties go to the smaller weight, then the smaller bonus (the least LM influence that
-    does as well). ``engine`` and ``unk_score``: as in :func:`ctcrnn.evaluate.make_decoder`.
+    does as well). ``engine`` and ``unk_score``: as in :func:`ctcrnn.decoding.factory.make_decoder`.
     Written to ``out`` as JSON when given.
     """
     if engine == "flashlight" and lexicon is None and any(bonus != 0 for bonus in word_bonuses):
