@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from .registry import DATASETS
 
-log = logging.getLogger("ctcrnn.data")
+log = logging.getLogger(__name__)
 
 BLANK_LABEL = "<blank>"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-log = logging.getLogger("ctcrnn.train")
+log = logging.getLogger(__name__)
 
 
 class Progress:

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_train import assert_reports_add_up
+from tests.fixtures import assert_reports_add_up
 from torch.utils.data import DataLoader, Dataset
 
 import ctcrnn  # noqa: F401  (fills the registries, the audio datasets included)

@@ -38,15 +38,15 @@ def test_recipe_builds_and_takes_a_step(path, tmp_path):
         librispeech_fixture(tmp_path)
         overrides.append(f"data.args.root={tmp_path}")
     if cfg.data.name == "breakfast":
-        from features_fixtures import write_breakfast
+        from tests.fixtures.features import write_breakfast
         write_breakfast(tmp_path)
         overrides.append(f"data.args.root={tmp_path}")
     if cfg.data.name == "grid":
-        from video_fixtures import write_grid
+        from tests.fixtures.video import write_grid
         write_grid(tmp_path)
         overrides += [f"data.args.root={tmp_path}", "data.args.test_per_speaker=1"]
     if cfg.data.name == "phoenix2014":
-        from video_fixtures import write_phoenix2014
+        from tests.fixtures.video import write_phoenix2014
         write_phoenix2014(tmp_path, frames=32)  # CSLR divides time by 4: enough frames for five glosses
         overrides.append(f"data.args.root={tmp_path}")
     cfg = load_config(path, overrides)

@@ -30,7 +30,7 @@ from .features import FeatureConfig, FeatureExtractor, compute_global_stats, nor
 from .io import AudioError, audio_info, read_audio
 from .text import CharTokenizer, report_unknown
 
-log = logging.getLogger("ctcrnn.audio")
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 

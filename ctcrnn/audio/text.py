@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..data import BLANK_LABEL
 
-log = logging.getLogger("ctcrnn.audio")
+log = logging.getLogger(__name__)
 
 SPACE_NAMES = ("<space>", "|")  # how a token file may spell the space (a bare space line is easy to lose)
 

@@ -25,7 +25,7 @@ from ..metrics import cer, characters, edit_distance, error_rate, segmentation_s
 from ..data import make_loader
 from ..inference import predict, resolve_device
 
-log = logging.getLogger("ctcrnn.evaluation.scoring")
+log = logging.getLogger(__name__)
 
 
 def to_input_frames(labels: list[int], num_input: int, stride: int) -> list[int]:

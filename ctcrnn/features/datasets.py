@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from ..data import BLANK_LABEL, read_jsonl
 
-log = logging.getLogger("ctcrnn.features")
+log = logging.getLogger(__name__)
 
 MSTCN_HEADER = "### Frame level recognition: ###\n"  # first line of MS-TCN's per-video result files
 UNALIGNED_LABEL = "<none>"    # written for every frame of a video the model could not align (never a mapping name)

@@ -162,11 +162,3 @@ class Stepper:
     def load_state_dict(self, state: dict) -> None:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-
-
-def train_step(model, batch: dict, optimizer, scheduler, device: torch.device, grad_clip: float) -> StepReport:
-    """One full-precision optimizer step on one collated batch (what :class:`Stepper` does with no
-    accumulation); for benchmarks and quick experiments."""
-    stepper = Stepper(model, optimizer, scheduler, device, grad_clip)
-    stepper.accumulate(batch)
-    return stepper.step()

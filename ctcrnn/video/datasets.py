@@ -36,7 +36,7 @@ from ..randomness import item_generator
 from .augment import VideoAugmentConfig, augment_clip, reading_config
 from .io import FrameCache, VideoConfig, VideoError, video_info
 
-log = logging.getLogger("ctcrnn.video")
+log = logging.getLogger(__name__)
 
 UNKNOWN_TOKEN = "<unk>"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mpg", ".mpeg", ".webm", ".mkv", ".mov")

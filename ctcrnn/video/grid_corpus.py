@@ -16,7 +16,7 @@ from pathlib import Path
 from ..data import BLANK_LABEL
 from .datasets import VIDEO_SUFFIXES, Clip, VideoDataset, build_video_dataset
 
-log = logging.getLogger("ctcrnn.video")
+log = logging.getLogger(__name__)
 
 GRID_LABELS = [BLANK_LABEL, " ", *"abcdefghijklmnopqrstuvwxyz"]  # LipNet's 28 classes: a-z, space, blank
 GRID_SILENCES = ("sil", "sp")

@@ -31,7 +31,7 @@ from PIL import Image
 from ..config import Options
 from ..data import stat_media
 
-log = logging.getLogger("ctcrnn.video")
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL "L" and torchvision rgb_to_grayscale

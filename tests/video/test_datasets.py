@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 import yaml
-from test_train import assert_reports_add_up
-from video_fixtures import (
+from tests.fixtures import assert_reports_add_up
+from tests.fixtures.video import (
     MANIFEST_CLIPS,
     PHOENIX_2014,
     PHOENIX_2014T,

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import tiny_config_overrides
+from tests.fixtures import tiny_config_overrides
 from ctcrnn.checkpoint import load_checkpoint
 from ctcrnn.cli import main
 from ctcrnn.config import load_config
@@ -23,7 +23,7 @@ from ctcrnn.training.stepping import Stepper
 from ctcrnn.training import trainer as trainer_module
 from ctcrnn.training.trainer import cosine_with_warmup, train
 
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository: tests/training/../..
 
 # CRDNN normalises with LayerNorm (per frame), not BatchNorm, so its forward does not depend on how a batch
 # is split across ranks; dropout is off, so no random mask differs between ranks either.

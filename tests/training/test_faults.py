@@ -16,9 +16,9 @@ from ctcrnn.checkpoint import CheckpointError, load_checkpoint
 from ctcrnn.config import load_config
 from ctcrnn.training.trainer import train
 
-from conftest import tiny_config_overrides
+from tests.fixtures import tiny_config_overrides
 
-REPO = Path(__file__).parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the repository: tests/training/../..
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.Popen:

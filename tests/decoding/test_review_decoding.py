@@ -5,8 +5,6 @@ max_gain, an LM with an empty order, -inf back-offs, a label spelt ""), and the 
 that FusionState.split hands over (its list is kept by hand)."""
 import copy
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -19,8 +17,7 @@ from ctcrnn.decoding.fusion import LMFusion
 from ctcrnn.decoding.decoders import prefix_beam_search
 from ctcrnn.decoding.lm import LN10, build_ngram_lm, read_arpa
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_fusion_search import BAR, LABELS, LEXICON, SENTENCES, WORD_LM  # noqa: E402
+from tests.fixtures.decoding import BAR, LABELS, LEXICON, SENTENCES, WORD_LM
 
 
 # ---------------------------------------------------------------- max_gain vs float32 fusion scores

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from features_fixtures import ACTIONS, DIM, mstcn_read_recognition, mstcn_scores, write_breakfast
-from test_train import assert_reports_add_up
+from tests.fixtures.features import ACTIONS, DIM, mstcn_read_recognition, mstcn_scores, write_breakfast
+from tests.fixtures import assert_reports_add_up
 
 import ctcrnn  # noqa: F401  (registries)
 from ctcrnn.data import build_dataset, collate

@@ -7,7 +7,7 @@ import jiwer
 import pytest
 import soundfile as sf
 import torch
-from test_train import assert_reports_add_up
+from tests.fixtures import assert_reports_add_up
 
 from ctcrnn.audio.dtmf import DTMFConfig, dtmf_dataset_item, dtmf_dataset_plan
 from ctcrnn.cli import main

@@ -336,7 +336,7 @@ def test_word_lm_with_lexicon_top1_agrees_with_flashlight(tmp_path):
     """flashlight's lexicon decoder (a lexicon file spelled with the labels, the delimiter as its silence,
     word bonus, word LM) against ctcrnn's on peaky character outputs whose every other letter is unsure."""
     from ctcrnn.decoding.external import FlashlightDecoder
-    from test_fusion_search import BAR, LABELS, LEXICON, SENTENCES, WORD_LM
+    from tests.fixtures.decoding import BAR, LABELS, LEXICON, SENTENCES, WORD_LM
 
     write_arpa(WORD_LM, tmp_path / "w.arpa")
     # Each text ends with the delimiter: flashlight's lexicon spells every word closed by it.

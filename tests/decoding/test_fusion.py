@@ -8,98 +8,11 @@ import pytest
 import torch
 
 from ctcrnn.decoding.decoders import prefix_beam_search
-from ctcrnn.decoding.lm import LN10, build_ngram_lm
+from ctcrnn.decoding.lm import build_ngram_lm
 from ctcrnn.metrics import edit_distance
 
-LABELS = ["-", "a", "c", "o", "t", "|"]
-BAR = 5
-SENTENCES = [["cat", "cat"], ["a", "cat"], ["to", "cat", "at"], ["tot", "a", "oat"], ["cat", "to", "a"]]
+from tests.fixtures.decoding import (LABELS, BAR, WORD_LM, TOKEN_LM, LEXICON, fusion_score, textbook_fused_search, random_log_probs)
 
-
-def fusion_score(tokens: tuple[int, ...], *, lm=None, unit="word", lm_weight=0.0, word_bonus=0.0,
-                 lexicon=None, hotwords=None, hotword_bonus=0.0, unk_score=0.0, final=False) -> float:
-    """The fusion score ctcrnn documents, from the text of a label prefix."""
-    def lm_term(units):
-        if lm is None:
-            return 0.0
-        context, total = ["<s>"], 0.0
-        for u in units:
-            total += lm.log_prob(u if u in lm.index else "<unk>", context[-(lm.order - 1):])
-            context.append(u)
-        return lm_weight * total + unk_score * sum(u not in lm.index for u in units)
-
-    text = "".join(LABELS[t] if t != BAR else " " for t in tokens)
-    pieces = text.split(" ")
-    closed, partial = [w for w in pieces[:-1] if w], pieces[-1]
-    if final and partial:
-        closed, partial = closed + [partial], ""
-    if unit == "token":  # every label is an LM unit and earns the bonus, the delimiter too
-        units = [LABELS[t] for t in tokens]
-        score = lm_term(units + (["</s>"] if final else [])) + word_bonus * len(units)
-    else:
-        score = lm_term(closed + (["</s>"] if final else [])) + word_bonus * len(closed)
-    if lexicon is not None:
-        if any(w not in lexicon for w in closed) or not any(w.startswith(partial) for w in lexicon):
-            return -math.inf
-    known = set(lexicon or ()) | set(hotwords or ()) | (set(lm.vocab) if lm is not None and unit == "word" else set())
-    if unit == "word" and lm is not None and not any(w.startswith(partial) for w in known):
-        # A word off every known spelling can only close as <unk>: charged that word's score bound now.
-        score += (lm_weight * unknown_charge_bound(lm) if lm_weight > 0 else 0.0) + unk_score
-    if hotwords is not None:
-        score += hotword_bonus * sum(w in hotwords for w in closed)
-        score += max([hotword_bonus * len(partial) / len(h) for h in hotwords if partial and h.startswith(partial)],
-                     default=0.0)
-    return score
-
-
-def unknown_charge_bound(lm) -> float:
-    """What ctcrnn charges a word that leaves every known spelling (per unit of LM weight): the largest
-    listed ln P of an n-gram ending in <unk>, plus every positive ln back-off, read from the raw n-grams."""
-    ending = [logp10[ids[:, -1] == lm.unk] for ids, logp10, _ in lm.ngrams]
-    best = max(float(logp.max()) for logp in ending if len(logp))
-    return LN10 * (best + sum(max(0.0, float(bo10.max())) for _, _, bo10 in lm.ngrams))
-
-
-def _lse(a: float, b: float) -> float:
-    return max(a, b) + math.log1p(math.exp(-abs(a - b))) if max(a, b) > -math.inf else -math.inf
-
-
-def textbook_fused_search(log_probs: torch.Tensor, beam: int, **fusion) -> list[tuple[tuple[int, ...], float]]:
-    """Prefix beam search over (T, V) log-probs ranking prefixes by acoustic + fusion score."""
-    beams = {(): (0.0, -math.inf)}
-    for frame in log_probs.tolist():
-        new: dict[tuple[int, ...], list[float]] = {}
-
-        def add(prefix, pb, pnb):
-            old = new.setdefault(prefix, [-math.inf, -math.inf])
-            old[0], old[1] = _lse(old[0], pb), _lse(old[1], pnb)
-
-        for prefix, (pb, pnb) in beams.items():
-            total = _lse(pb, pnb)
-            add(prefix, total + frame[0], -math.inf)
-            if prefix:
-                add(prefix, -math.inf, pnb + frame[prefix[-1]])
-            for c in range(1, len(frame)):
-                add(prefix + (c,), -math.inf, (pb if prefix and prefix[-1] == c else total) + frame[c])
-        ranked = sorted(new.items(), key=lambda item: -(_lse(*item[1]) + fusion_score(item[0], **fusion)))
-        beams = {prefix: tuple(s) for prefix, s in ranked[:beam]}
-    final = [(prefix, _lse(*s) + fusion_score(prefix, final=True, **fusion)) for prefix, s in beams.items()]
-    return sorted([f for f in final if f[1] > -math.inf], key=lambda item: -item[1])
-
-
-def random_log_probs(steps: int, seed: int, peaky: bool) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    logits = 2.0 * torch.randn(steps, len(LABELS), generator=g, dtype=torch.float64)
-    if peaky:  # blank on most frames, a confident label on about a third of them
-        logits[:, 0] += 4
-        spikes = (torch.rand(steps, generator=g) < 0.35).nonzero().flatten()
-        logits[spikes, torch.randint(1, len(LABELS), (len(spikes),), generator=g)] += 7
-    return logits.log_softmax(-1).unsqueeze(0)
-
-
-WORD_LM = build_ngram_lm(SENTENCES, order=3)
-TOKEN_LM = build_ngram_lm([list("|".join(s)) for s in SENTENCES], order=3)
-LEXICON = {"cat", "a", "at", "to", "tot", "oat"}
 SETTINGS = {
     "word LM + bonus": dict(lm=WORD_LM, lm_weight=0.7, word_bonus=0.5),
     "word LM + lexicon": dict(lm=WORD_LM, lm_weight=1.2, word_bonus=-0.2, lexicon=LEXICON),
