@@ -239,7 +239,16 @@ def validate_config(cfg: Config) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the YAML recipe (if any), then the command-line overrides; then range checks."""
+    """Defaults, then the YAML recipe (if any), then the command-line overrides; then range checks.
+
+    >>> cfg = load_config(None, ["trainer.max_epochs=3", "model.encoder.cell=lstm"])
+    >>> cfg.trainer.max_epochs, cfg.model.encoder, cfg.model.name
+    (3, {'cell': 'lstm'}, 'frame_cnn_rnn')
+    >>> load_config(None, ["trainer.max_epoch=3"])
+    Traceback (most recent call last):
+    ...
+    ctcrnn.config.ConfigError: unknown key 'trainer.max_epoch' (did you mean 'max_epochs'?)
+    """
     cfg = Config()
     if path is not None:
         path = Path(path)

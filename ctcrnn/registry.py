@@ -92,6 +92,14 @@ def create_model(name: str, **overrides):
     The returned model remembers ``arch = {"name": name, "kwargs": ...}`` with *every* builder
     argument resolved (defaults included, the encoder as the plain dict of its resolved config), so
     a checkpoint rebuilds the same network even if an entry's defaults change later.
+
+    >>> import torch
+    >>> model = create_model("weak_action_bigru", num_classes=6, in_shape=(16,), encoder={"hidden_size": 8})
+    >>> log_probs, out_lengths = model(torch.randn(2, 12, 16), torch.tensor([12, 7]))
+    >>> tuple(log_probs.shape), out_lengths.tolist()   # (B, T', V): blank is index 0
+    ((2, 12, 6), [12, 7])
+    >>> model.arch["kwargs"]["encoder"]["cell"], model.arch["kwargs"]["encoder"]["hidden_size"]
+    ('gru', 8)
     """
     overrides = drop_none(overrides)
     model = MODELS.build(name, **overrides)
@@ -109,4 +117,10 @@ def create_model(name: str, **overrides):
 
 
 def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted.
+
+    >>> import ctcrnn  # the zoo fills the registry
+    >>> list_models("deepspeech2*")
+    ['deepspeech2', 'deepspeech2_small']
+    """
     return MODELS.list(pattern)

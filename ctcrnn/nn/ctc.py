@@ -13,7 +13,11 @@ from .model import BLANK
 
 
 def min_ctc_frames(target: list[int]) -> int:
-    """Fewest frames a CTC path for ``target`` needs: one per label plus a blank between each repeat."""
+    """Fewest frames a CTC path for ``target`` needs: one per label plus a blank between each repeat.
+
+    >>> min_ctc_frames([1, 2, 3]), min_ctc_frames([1, 1, 2, 2, 2])
+    (3, 8)
+    """
     repeats = sum(1 for a, b in zip(target, target[1:]) if a == b)
     return len(target) + repeats
 

@@ -16,7 +16,11 @@ BLANK = 0
 
 def conv_output_lengths(lengths: torch.Tensor, kernel: int, stride: int = 1, padding: int = 0,
                         dilation: int = 1) -> torch.Tensor:
-    """Output length of a 1-D convolution or pooling along time, as torch computes it."""
+    """Output length of a 1-D convolution or pooling along time, as torch computes it.
+
+    >>> conv_output_lengths(torch.tensor([1, 9, 10]), kernel=3, stride=2, padding=1).tolist()
+    [1, 5, 5]
+    """
     return torch.div(lengths + 2 * padding - dilation * (kernel - 1) - 1, stride, rounding_mode="floor") + 1
 
 

@@ -30,8 +30,8 @@ def frame_cnn_rnn(*, num_classes: int, in_shape: tuple[int, int, int] = (3, 32, 
     :func:`ctcrnn.video.frontends.normal_flow`) and ``input_norm`` standardises the input channels.
     ``aux_ctc_weight`` (default 1) weights an auxiliary CTC loss from a linear head on the frontend output
     (as VAC does for sign language): it hands the CNN a direct, RNN-free gradient from the transcripts,
-    which is what lets it learn motion direction early (test TER 22.1 % without it, 1.2 % with it on
-    SyntheticActions). ``aux_ctc_weight=0`` removes the head.
+    which is what lets it learn motion direction early (README, "What to expect", measures the default
+    recipe with and without it). ``aux_ctc_weight=0`` removes the head.
     """
     frontend = FrameCNN(tuple(in_shape), trunk=trunk, widths=tuple(widths), grid=grid, feature_dim=feature_dim,
                         dropout=dropout, weights_path=weights_path, freeze_trunk=freeze_trunk,
