@@ -6,7 +6,12 @@ in the epoch's batch plan (which depends only on seed and epoch), the epoch's ru
 state. DataLoaders draw their worker seeds from their own generator, never from the global one, and
 datasets seed per-item randomness from (seed, epoch, index) through ``set_epoch``; so a run killed at any
 point and resumed from its last checkpoint ends with weights bitwise equal (CPU) to an uninterrupted run.
-Under DDP the global RNG is reseeded per batch and rank (see the loop), so that holds for every rank.
+Under DDP the global RNG is reseeded per batch and rank (see ``train_one_epoch``), so that holds for every
+rank.
+
+``train`` reads in three parts, after icefall's recipes: ``prepare_run`` builds everything once into a
+``Run``; then, per epoch, ``train_one_epoch`` (the batch loop, whose running sums are an ``EpochProgress``)
+and ``end_epoch`` (validation, the metrics row, the epoch-end checkpoint).
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...);
 datasets and models come from the registries.
 """
@@ -15,7 +20,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -78,35 +85,140 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
     return run_dir
 
 
+@dataclass
+class EpochProgress:
+    """The running sums of the epoch under way. A mid-epoch checkpoint stores them as a plain dict (checkpoints
+    load with ``weights_only=True``, which refuses classes), in the keys checkpoints have always had."""
+    loss_sum: float = 0.0   # sum over applied steps of mean loss x samples
+    samples: int = 0        # samples the applied steps trained on
+    frames: int = 0         # input frames of this rank's batches
+    skipped: list = field(default_factory=list)  # [id, reason] of every skipped sample, all ranks
+    bad_steps: int = 0      # steps skipped for a non-finite loss or gradient
+    seconds: float = 0.0    # training time of the epoch, carried over a resume
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, progress: dict) -> EpochProgress:
+        """From a mid-epoch checkpoint's ``progress`` (the same keys before this class existed)."""
+        return cls(**{**progress, "skipped": [list(s) for s in progress["skipped"]]})
+
+    def add_step(self, report, seconds: float) -> None:
+        """Counts an applied optimizer step; ``seconds`` is the epoch's training time up to it."""
+        self.loss_sum += report.loss * report.samples
+        self.samples += report.samples
+        self.seconds = seconds
+
+
+@dataclass
+class Run:
+    """Everything the epoch loop needs, built by ``prepare_run``. ``step``, ``best_ter`` and ``bad_in_a_row``
+    change as it trains; the ``start_*`` fields say where the first epoch starts (past 0 after a mid-epoch resume)."""
+    cfg: Config
+    context: DistContext
+    device: torch.device
+    train_set: Any
+    val_set: Any
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    stepper: Stepper
+    run_dir: Path
+    describe: dict                  # arch, labels and input_spec: what rebuilds the model from a checkpoint
+    metrics_log: TableLog           # a row per epoch
+    steps_log: TableLog             # a row every trainer.log_every_steps optimizer steps
+    tensorboard: TensorBoardLog | None
+    checkpointer: Checkpointer
+    step: int = 0                   # optimizer steps applied
+    best_ter: float = math.inf      # the best validation TER so far (an epoch that beats it writes best.pt)
+    bad_in_a_row: int = 0           # non-finite steps in a row (trainer.max_bad_steps stops the run)
+    start_epoch: int = 0            # the first epoch to train (0-based)
+    start_position: int = 0         # batches of start_epoch trained before a mid-epoch resume
+    start_progress: EpochProgress = field(default_factory=EpochProgress)  # ... and their running sums
+
+    def snapshot(self, epoch: int, epoch_done: bool, position: int, progress: dict, row: dict | None = None) -> dict:
+        """A checkpoint: all the run depends on, as plain containers and tensors."""
+        return {**self.describe, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "stepper": self.stepper.state_dict(), "epoch": epoch,
+                "epoch_done": epoch_done, "position": position, "progress": progress, "step": self.step,
+                "best_ter": self.best_ter, "bad_in_a_row": self.bad_in_a_row, "max_epochs": self.cfg.trainer.max_epochs,
+                "metrics": row or {}, "config": config_to_dict(self.cfg), "rng": rng_state()}
+
+
 def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[str] = ()) -> Path:
     """Train from ``cfg`` (or continue the run of ``resume``: a checkpoint or run folder); returns the run
     folder. Under torchrun every rank calls this; rank 0 alone writes files. torch's CPU thread count
     (``trainer.threads``) is set for the run only and restored afterwards."""
     threads = torch.get_num_threads()
     try:
-        return _train(cfg, resume, overrides)
+        run = prepare_run(cfg, resume, overrides)
+        position, progress = run.start_position, run.start_progress
+        for epoch in range(run.start_epoch, run.cfg.trainer.max_epochs):
+            progress = train_one_epoch(run, epoch, position, progress)
+            end_epoch(run, epoch, progress)
+            position, progress = 0, EpochProgress()
+        if run.tensorboard:
+            run.tensorboard.close()
+        return run.run_dir
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: Config | None, resume: str | Path | None, overrides: list[str]) -> Path:
-    state = None
+# ---- run preparation. Its order is part of the exact resume: every RNG is seeded before the first draw
+# (datasets, model weights), and a resumed run's RNG states are set after the last draw of construction.
+
+def prepare_run(cfg: Config | None, resume: str | Path | None, overrides: list[str]) -> Run:
+    """Checks the config, seeds, builds data, model, run folder and optimizer, loads the state of a resumed run
+    and opens its logs."""
+    state = resume_dir = None
     if resume is not None:
         state, resume_dir = load_resume_state(resume)
-        changing = [o for o in overrides if o.startswith("model.")]
-        if changing:
-            raise ValueError(f"{resume}: model.* overrides ({', '.join(changing)}) cannot change the architecture "
-                             f"of a resumed run (its weights are for model.encoder {state['config']['model']['encoder']}"
-                             f"): start a new run instead")
-        moving = [o for o in overrides if o.split("=", 1)[0].strip() in BATCH_PLAN_KEYS]
-        if moving and not state.get("epoch_done", True):
-            raise ValueError(f"{resume} stopped in the middle of an epoch, whose batches depend on "
-                             f"{', '.join(sorted(BATCH_PLAN_KEYS))}: overriding {', '.join(moving)} would make the "
-                             f"rest of it different batches; resume without them, or from an epoch-end checkpoint")
-        cfg = config_from_dict(state["config"])
-        for override in overrides:  # e.g. trainer.max_epochs=30 to extend a finished run
-            apply_override(cfg, override)
-    tc, dc = cfg.trainer, cfg.data
+        cfg = resumed_config(state, resume, overrides)
+    tc = cfg.trainer
+    context, device = start_process(cfg)
+    train_set, val_set, fitted = build_datasets(cfg.data, state, resume)
+    model = build_model(cfg, train_set, device)
+    run_dir = open_run_dir(cfg, model, context, resume_dir)
+    optimizer, scheduler, stepper = build_stepper(cfg, model, train_set, device, context)
+    start = {} if state is None else restore_training_state(state, model, optimizer, scheduler, stepper,
+                                                            tc.max_epochs)
+    log.info("model %s (%s, %.2fM parameters) on %s%s; %d train / %d val clips; run folder %s", cfg.model.name,
+             model.encoder.config.cell, sum(p.numel() for p in model.parameters()) / 1e6, device,
+             f" x {context.world} ranks" if context.enabled else "", len(train_set), len(val_set), run_dir)
+    run = Run(cfg, context, device, train_set, val_set, model, optimizer, scheduler, stepper, run_dir,
+              describe={"arch": model.arch, **fitted}, metrics_log=TableLog(run_dir, "metrics", "epoch"),
+              steps_log=TableLog(run_dir, "steps", "step"),
+              tensorboard=TensorBoardLog(run_dir) if tc.tensorboard and context.is_main else None,
+              checkpointer=Checkpointer(run_dir, tc.keep_checkpoints, tc.checkpoint_every_steps,
+                                        tc.checkpoint_every_minutes), **start)
+    if context.is_main and state is not None:
+        cut_logs_back(run, state)
+    return run
+
+
+def resumed_config(state: dict, resume: str | Path, overrides: list[str]) -> Config:
+    """The config of the run being resumed with ``overrides`` applied (e.g. trainer.max_epochs=30 to extend a
+    finished run); refuses those that would make it a different run."""
+    changing = [o for o in overrides if o.startswith("model.")]
+    if changing:
+        raise ValueError(f"{resume}: model.* overrides ({', '.join(changing)}) cannot change the architecture "
+                         f"of a resumed run (its weights are for model.encoder {state['config']['model']['encoder']}"
+                         f"): start a new run instead")
+    moving = [o for o in overrides if o.split("=", 1)[0].strip() in BATCH_PLAN_KEYS]
+    if moving and not state.get("epoch_done", True):
+        raise ValueError(f"{resume} stopped in the middle of an epoch, whose batches depend on "
+                         f"{', '.join(sorted(BATCH_PLAN_KEYS))}: overriding {', '.join(moving)} would make the "
+                         f"rest of it different batches; resume without them, or from an epoch-end checkpoint")
+    cfg = config_from_dict(state["config"])
+    for override in overrides:
+        apply_override(cfg, override)
+    return cfg
+
+
+def start_process(cfg: Config) -> tuple[DistContext, torch.device]:
+    """Checks the config, seeds every RNG, sets torch's threads and joins torchrun's process group if any."""
+    tc = cfg.trainer
     validate_config(cfg)
     seed_everything(tc.seed)
     if tc.threads:
@@ -115,156 +227,202 @@ def _train(cfg: Config | None, resume: str | Path | None, overrides: list[str]) 
     check_precision(tc.precision, device)
     if not context.is_main:
         log.setLevel(logging.WARNING)
+    return context, device
 
+
+def build_datasets(dc, state: dict | None, resume: str | Path | None) -> tuple[Any, Any, dict]:
+    """The train and val splits and what the train split fitted (labels, input spec), which the val split
+    reuses and a resumed run must keep: its weights are for those label ids."""
     train_set = build_dataset(dc.name, dc.train_split, dc.args)
     fitted = {"labels": list(train_set.labels), "input_spec": dict(train_set.input_spec)}
     if state is not None and fitted["labels"] != list(state["labels"]):
         raise ValueError(f"{resume} was trained with labels {state['labels'][:10]}... but the data now gives "
                          f"{fitted['labels'][:10]}...: a resumed run must keep its vocabulary (label ids)")
     val_set = build_dataset(dc.name, dc.val_split, dc.args, fitted=fitted)
+    return train_set, val_set, fitted
+
+
+def build_model(cfg: Config, train_set, device: torch.device) -> torch.nn.Module:
+    """The registry's model for the data's labels and step shape, on ``device``; writes the resolved encoder
+    settings into ``cfg`` (the saved config)."""
     model = create_model(cfg.model.name, num_classes=len(train_set.labels),
                          in_shape=tuple(train_set.input_spec["step_shape"]), encoder=cfg.model.encoder,
                          **cfg.model.args)
-    cfg.model.encoder = dict(vars(model.encoder.config))  # the resolved encoder goes into the saved config
+    cfg.model.encoder = dict(vars(model.encoder.config))
     model.to(device)
-    if tc.compile:
+    if cfg.trainer.compile:
         model.frontend.compile()  # in place: state_dict keys stay as they are
-    run_dir = resume_dir if state is not None else broadcast_object(
-        new_run_dir(Path(tc.out_dir), tc.run_name or f"{dc.name}-{cfg.model.name}-{model.encoder.config.cell}")
+    return model
+
+
+def open_run_dir(cfg: Config, model, context: DistContext, resume_dir: Path | None) -> Path:
+    """The resumed run's folder, or a new one named by rank 0 for all ranks; the config goes into it."""
+    tc = cfg.trainer
+    run_dir = resume_dir if resume_dir is not None else broadcast_object(
+        new_run_dir(Path(tc.out_dir), tc.run_name or f"{cfg.data.name}-{cfg.model.name}-{model.encoder.config.cell}")
         if context.is_main else None, context)
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+    return run_dir
 
+
+def build_stepper(cfg: Config, model, train_set, device: torch.device, context: DistContext) -> tuple:
+    """(optimizer, warm-up/cosine scheduler over all the run's optimizer steps, stepper); the parameters are
+    made the same on every rank (a resume then loads the same file everywhere)."""
+    tc, dc = cfg.trainer, cfg.data
     optimizer = make_optimizer(model, tc)
-    plan = lambda epoch: plan_batches(train_set, dc.batch_size, tc.seed, epoch, dc.max_frames, dc.sortagrad)  # noqa: E731
-    steps_per_epoch = math.ceil(len(plan(0)) / tc.grad_accum)
+    batches = len(plan_batches(train_set, dc.batch_size, tc.seed, 0, dc.max_frames, dc.sortagrad))
+    steps_per_epoch = math.ceil(batches / tc.grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(tc.warmup_steps, tc.max_epochs * steps_per_epoch))
     stepper = Stepper(model, optimizer, scheduler, device, tc.grad_clip, tc.precision, context)
-    start_epoch, position, step, best, bad_in_a_row, progress = 0, 0, 0, math.inf, 0, None
-    stepper.broadcast_parameters()  # the same start on every rank (a resume below loads the same file everywhere)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stepper.load_state_dict(state.get("stepper", {}))
-        step, best, bad_in_a_row = state["step"], state["best_ter"], state.get("bad_in_a_row", 0)
-        start_epoch = state["epoch"] + 1 if state.get("epoch_done", True) else state["epoch"]
-        if not state.get("epoch_done", True):
-            position, progress = state["position"], dict(state["progress"])
-        if state["max_epochs"] != tc.max_epochs:
-            log.warning("max_epochs changed from %d to %d: the cosine schedule stretches from here on",
-                        state["max_epochs"], tc.max_epochs)
-        set_rng_state(state["rng"])
-        log.info("resumed from step %d: epoch %d, batch %d", step, start_epoch + 1, position)
+    stepper.broadcast_parameters()
+    return optimizer, scheduler, stepper
 
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s (%s, %.2fM parameters) on %s%s; %d train / %d val clips; run folder %s", cfg.model.name,
-             model.encoder.config.cell, n_params / 1e6, device, f" x {context.world} ranks" if context.enabled else "",
-             len(train_set), len(val_set), run_dir)
-    metrics_log, steps_log = TableLog(run_dir, "metrics", "epoch"), TableLog(run_dir, "steps", "step")
-    tensorboard = TensorBoardLog(run_dir) if tc.tensorboard and context.is_main else None
-    checkpointer = Checkpointer(run_dir, tc.keep_checkpoints, tc.checkpoint_every_steps, tc.checkpoint_every_minutes)
-    if context.is_main and state is not None:  # cut the logs back to what the checkpoint had seen
-        metrics_log.truncate(state["epoch"])
-        steps_log.truncate(step)
-        truncate_skipped(run_dir, start_epoch + 1)
-        if state.get("epoch_done", True):
-            metrics_log.write(state["metrics"])
-        elif progress["skipped"]:
-            record_skipped(run_dir, start_epoch + 1, [tuple(s) for s in progress["skipped"]], first=False)
-    describe = {"arch": model.arch, **fitted}
 
-    def snapshot(epoch: int, epoch_done: bool, position: int, progress: dict, row: dict | None = None) -> dict:
-        return {**describe, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "stepper": stepper.state_dict(), "epoch": epoch,
-                "epoch_done": epoch_done, "position": position, "progress": progress, "step": step,
-                "best_ter": best, "bad_in_a_row": bad_in_a_row, "max_epochs": tc.max_epochs, "metrics": row or {},
-                "config": config_to_dict(cfg), "rng": rng_state()}
+def restore_training_state(state: dict, model, optimizer, scheduler, stepper, max_epochs: int) -> dict:
+    """Loads a checkpoint into the run's parts and sets every RNG to its state; returns the counters and start
+    point for ``Run``. Checkpoints of older versions lack stepper and bad_in_a_row, and one written at an epoch's
+    end has no position."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    stepper.load_state_dict(state.get("stepper", {}))
+    epoch_done = state.get("epoch_done", True)
+    start = {"step": state["step"], "best_ter": state["best_ter"], "bad_in_a_row": state.get("bad_in_a_row", 0),
+             "start_epoch": state["epoch"] + 1 if epoch_done else state["epoch"]}
+    if not epoch_done:
+        start.update(start_position=state["position"], start_progress=EpochProgress.from_dict(state["progress"]))
+    if state["max_epochs"] != max_epochs:
+        log.warning("max_epochs changed from %d to %d: the cosine schedule stretches from here on",
+                    state["max_epochs"], max_epochs)
+    set_rng_state(state["rng"])
+    log.info("resumed from step %d: epoch %d, batch %d", start["step"], start["start_epoch"] + 1,
+             start.get("start_position", 0))
+    return start
 
-    for epoch in range(start_epoch, tc.max_epochs):
-        model.train()
-        loader = make_loader(train_set, dc.batch_size, dc.num_workers, device, tc.seed, epoch, dc.max_frames,
-                             dc.sortagrad, start=position, shard=(context.rank, context.world))
-        progress = progress or {"loss_sum": 0.0, "samples": 0, "frames": 0, "skipped": [], "bad_steps": 0,
-                                "seconds": 0.0}
-        started, done_before, interval = time.time() - progress["seconds"], progress["samples"], []
-        interval_start = time.time()
-        last_position = position + len(loader)
-        bar = Progress(loader, f"epoch {epoch + 1}/{tc.max_epochs}", position, position + len(loader),
-                       enabled=tc.progress and context.is_main, every_s=tc.progress_every_s)
-        for batch in bar:
-            position += 1
-            if context.enabled:
-                # Dropout draws from the global RNG and ranks see different batches, so their RNG states
-                # drift apart and a checkpoint (written by rank 0) could not restore the others'. Seeding
-                # each batch from (seed, epoch, position, rank) makes every rank's state a function of the
-                # position alone: an exact resume on every rank, and different masks on different ranks.
-                torch.manual_seed(step_seed(tc.seed, epoch, position, context.rank))
-            skipped = batch["skipped"]
-            if batch["inputs"] is not None:
-                result = stepper.accumulate(batch)
-                skipped = skipped + result.skipped
-                progress["frames"] += int(batch["lengths"].sum())
-            skipped = gather_lists(skipped, context)  # every rank's skips: rank 0 logs and checkpoints them all
-            if skipped and context.is_main:
-                record_skipped(run_dir, epoch + 1, skipped, first=not progress["skipped"])
-            progress["skipped"] += [list(s) for s in skipped]
-            if position % tc.grad_accum and position < last_position:
-                continue  # more micro-batches to accumulate before this step
-            report = stepper.step()
-            if report.non_finite:
-                progress["bad_steps"] += 1
-                bad_in_a_row += 1
-                log.warning("non-finite loss/gradient at step %d (ids %s): step skipped", step, batch["ids"][:8])
-                if bad_in_a_row >= tc.max_bad_steps:
-                    raise RuntimeError(f"{bad_in_a_row} non-finite steps in a row: stopping before the weights are "
-                                       f"corrupted; lower trainer.lr or check the data (last ids {batch['ids'][:8]})")
-                continue
-            if not report.applied:
-                continue
-            bad_in_a_row, step = 0, step + 1
-            progress["loss_sum"] += report.loss * report.samples
-            progress["samples"] += report.samples
-            progress["seconds"] = time.time() - started
-            interval.append(report)
-            rate = (progress["samples"] - done_before) / max(time.time() - started, 1e-9)
-            bar.update(loss=f"{report.loss:.3f}", clips_s=f"{rate:.1f}")
-            if context.is_main and tc.log_every_steps and step % tc.log_every_steps == 0:
-                row = step_row(step, epoch, interval, optimizer, len(progress["skipped"]), time.time() - interval_start)
-                steps_log.write(row)
-                if tensorboard:
-                    tensorboard.write("train", row, step)
-                interval, interval_start = [], time.time()
-            if checkpointer.due(step) and context.is_main:
-                checkpointer.save(snapshot(epoch, False, position, progress))
-        train_time = time.time() - started
-        val = validate(model, make_loader(val_set, dc.eval_batch_size, dc.num_workers, device,
-                                          max_frames=dc.max_frames, shard=(context.rank, context.world), split_batches=False),
-                       device, context)
-        train_loss = progress["loss_sum"] / max(progress["samples"], 1)
-        row = {"epoch": epoch + 1, "step": step, "train_loss": round(train_loss, 5),
-               "val_loss": round(val["loss"], 5), "val_ter": round(val["ter"], 3),
-               "lr": optimizer.param_groups[0]["lr"], "clips_per_s": round(progress["samples"] / train_time, 2),
-               "frames_per_s": round(progress["frames"] * context.world / train_time, 1),
-               "epoch_s": round(train_time, 1), "skipped_samples": len(progress["skipped"]),
-               "val_skipped": val["skipped"], "skipped_steps": progress["bad_steps"]}
-        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_TER %.2f%%  %.1f clips/s  %.0fs%s",
-                 epoch + 1, tc.max_epochs, row["train_loss"], row["val_loss"], row["val_ter"], row["clips_per_s"],
-                 train_time, f"  skipped {row['skipped_samples']} samples" if row["skipped_samples"] else "")
-        is_best = val["ter"] < best
-        best = min(best, val["ter"])
-        if context.is_main:
-            # Checkpoint first, then the metrics row; a resume rewrites the row from the checkpoint if needed.
-            checkpointer.save(snapshot(epoch, True, 0, {}, row), best=is_best)
-            metrics_log.write(row)
-            if tensorboard:
-                tensorboard.write("epoch", row, step)
-        position, progress = 0, None
-    if tensorboard:
-        tensorboard.close()
-    return run_dir
+
+def cut_logs_back(run: Run, state: dict) -> None:
+    """Cuts metrics, steps and skipped samples back to what the checkpoint had seen: the resumed run writes
+    the rest again."""
+    run.metrics_log.truncate(state["epoch"])
+    run.steps_log.truncate(run.step)
+    truncate_skipped(run.run_dir, run.start_epoch + 1)
+    if state.get("epoch_done", True):
+        run.metrics_log.write(state["metrics"])
+    elif run.start_progress.skipped:
+        record_skipped(run.run_dir, run.start_epoch + 1, [tuple(s) for s in run.start_progress.skipped], first=False)
+
+
+# ---- one epoch
+
+def train_one_epoch(run: Run, epoch: int, position: int, progress: EpochProgress) -> EpochProgress:
+    """Trains the epoch's batches from ``position`` on (past 0 after a mid-epoch resume), adding to ``progress``:
+    an optimizer step every ``grad_accum`` batches and at the epoch's end, step logs and step checkpoints.
+    Returns ``progress`` with ``seconds`` the whole pass."""
+    tc, dc, context = run.cfg.trainer, run.cfg.data, run.context
+    run.model.train()
+    loader = make_loader(run.train_set, dc.batch_size, dc.num_workers, run.device, tc.seed, epoch, dc.max_frames,
+                         dc.sortagrad, start=position, shard=(context.rank, context.world))
+    started, done_before, interval = time.time() - progress.seconds, progress.samples, []
+    interval_start = time.time()
+    last_position = position + len(loader)
+    bar = Progress(loader, f"epoch {epoch + 1}/{tc.max_epochs}", position, last_position,
+                   enabled=tc.progress and context.is_main, every_s=tc.progress_every_s)
+    for batch in bar:
+        position += 1
+        if context.enabled:
+            # Dropout draws from the global RNG and ranks see different batches, so their RNG states
+            # drift apart and a checkpoint (written by rank 0) could not restore the others'. Seeding
+            # each batch from (seed, epoch, position, rank) makes every rank's state a function of the
+            # position alone: an exact resume on every rank, and different masks on different ranks.
+            torch.manual_seed(step_seed(tc.seed, epoch, position, context.rank))
+        accumulate(run, epoch, batch, progress)
+        if position % tc.grad_accum and position < last_position:
+            continue  # more micro-batches to accumulate before this step
+        report = run.stepper.step()
+        if report.non_finite:
+            count_non_finite_step(run, batch, progress)
+            continue
+        if not report.applied:
+            continue
+        run.bad_in_a_row, run.step = 0, run.step + 1
+        progress.add_step(report, time.time() - started)
+        interval.append(report)
+        rate = (progress.samples - done_before) / max(time.time() - started, 1e-9)
+        bar.update(loss=f"{report.loss:.3f}", clips_s=f"{rate:.1f}")
+        if context.is_main and tc.log_every_steps and run.step % tc.log_every_steps == 0:
+            write_step_row(run, step_row(run.step, epoch, interval, run.optimizer, len(progress.skipped),
+                                         time.time() - interval_start))
+            interval, interval_start = [], time.time()
+        if run.checkpointer.due(run.step) and context.is_main:
+            run.checkpointer.save(run.snapshot(epoch, False, position, progress.to_dict()))
+    progress.seconds = time.time() - started
+    return progress
+
+
+def accumulate(run: Run, epoch: int, batch: dict, progress: EpochProgress) -> None:
+    """Adds the batch's gradients (if any of it could be read) and records its skipped samples, every rank's:
+    rank 0 logs and checkpoints them all."""
+    skipped = batch["skipped"]
+    if batch["inputs"] is not None:
+        result = run.stepper.accumulate(batch)
+        skipped = skipped + result.skipped
+        progress.frames += int(batch["lengths"].sum())
+    skipped = gather_lists(skipped, run.context)
+    if skipped and run.context.is_main:
+        record_skipped(run.run_dir, epoch + 1, skipped, first=not progress.skipped)
+    progress.skipped += [list(s) for s in skipped]
+
+
+def count_non_finite_step(run: Run, batch: dict, progress: EpochProgress) -> None:
+    """A step the stepper skipped for a non-finite loss or gradient; too many in a row stop the run."""
+    progress.bad_steps += 1
+    run.bad_in_a_row += 1
+    log.warning("non-finite loss/gradient at step %d (ids %s): step skipped", run.step, batch["ids"][:8])
+    if run.bad_in_a_row >= run.cfg.trainer.max_bad_steps:
+        raise RuntimeError(f"{run.bad_in_a_row} non-finite steps in a row: stopping before the weights are "
+                           f"corrupted; lower trainer.lr or check the data (last ids {batch['ids'][:8]})")
+
+
+def write_step_row(run: Run, row: dict) -> None:
+    run.steps_log.write(row)
+    if run.tensorboard:
+        run.tensorboard.write("train", row, run.step)
+
+
+# ---- end of epoch
+
+def end_epoch(run: Run, epoch: int, progress: EpochProgress) -> None:
+    """Validates, logs the epoch's row and writes the epoch-end checkpoint (and best.pt when val TER improved)."""
+    tc, dc, context = run.cfg.trainer, run.cfg.data, run.context
+    val = validate(run.model, make_loader(run.val_set, dc.eval_batch_size, dc.num_workers, run.device,
+                                          max_frames=dc.max_frames, shard=(context.rank, context.world),
+                                          split_batches=False), run.device, context)
+    row = epoch_row(run, epoch, progress, val)
+    log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_TER %.2f%%  %.1f clips/s  %.0fs%s",
+             epoch + 1, tc.max_epochs, row["train_loss"], row["val_loss"], row["val_ter"], row["clips_per_s"],
+             progress.seconds, f"  skipped {row['skipped_samples']} samples" if row["skipped_samples"] else "")
+    is_best = val["ter"] < run.best_ter
+    run.best_ter = min(run.best_ter, val["ter"])
+    if context.is_main:
+        # Checkpoint first, then the metrics row; a resume rewrites the row from the checkpoint if needed.
+        run.checkpointer.save(run.snapshot(epoch, True, 0, {}, row), best=is_best)
+        run.metrics_log.write(row)
+        if run.tensorboard:
+            run.tensorboard.write("epoch", row, run.step)
+
+
+def epoch_row(run: Run, epoch: int, progress: EpochProgress, val: dict) -> dict:
+    """One line of metrics.jsonl."""
+    seconds = progress.seconds
+    return {"epoch": epoch + 1, "step": run.step, "train_loss": round(progress.loss_sum / max(progress.samples, 1), 5),
+            "val_loss": round(val["loss"], 5), "val_ter": round(val["ter"], 3),
+            "lr": run.optimizer.param_groups[0]["lr"], "clips_per_s": round(progress.samples / seconds, 2),
+            "frames_per_s": round(progress.frames * run.context.world / seconds, 1),
+            "epoch_s": round(seconds, 1), "skipped_samples": len(progress.skipped),
+            "val_skipped": val["skipped"], "skipped_steps": progress.bad_steps}
 
 
 def step_row(step: int, epoch: int, reports: list, optimizer, skipped: int, seconds: float) -> dict:

@@ -1,6 +1,8 @@
 """End to end: a tiny SyntheticActions run trains, checkpoints, resumes exactly, and evaluates."""
 import csv
+import io
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from ctcrnn.decoding.decoders import greedy_decode
 from ctcrnn.metrics import error_rate
 from ctcrnn.registry import create_model
 from ctcrnn.training import trainer as trainer_module
-from ctcrnn.training.trainer import train
+from ctcrnn.training.trainer import EpochProgress, train
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +99,49 @@ def test_resume_continues_the_same_run(tmp_path, monkeypatch):
                           for r in rows]
     rows = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert strip(rows(full)) == strip(rows(resumed))
+
+
+PROGRESS_KEYS = ["loss_sum", "samples", "frames", "skipped", "bad_steps", "seconds"]
+
+
+def test_epoch_progress_round_trips_the_plain_dict_checkpoints_hold():
+    """Checkpoints load with weights_only=True, so the epoch's running sums stay a plain dict, in the keys
+    (and order, and types) of checkpoints written before EpochProgress existed."""
+    legacy = {"loss_sum": 12.5, "samples": 16, "frames": 480, "skipped": [["clip_3", "unreadable"]],
+              "bad_steps": 1, "seconds": 3.25}
+    progress = EpochProgress.from_dict(legacy)
+    assert (progress.samples, progress.bad_steps, progress.skipped) == (16, 1, [["clip_3", "unreadable"]])
+    buffer = io.BytesIO()
+    torch.save(progress.to_dict(), buffer)
+    buffer.seek(0)
+    stored = torch.load(buffer, weights_only=True)
+    assert stored == legacy and list(stored) == PROGRESS_KEYS
+    assert [type(v) for v in stored.values()] == [type(v) for v in legacy.values()]
+    progress.skipped.append(["clip_9", "empty"])
+    assert legacy["skipped"] == [["clip_3", "unreadable"]]  # the checkpoint's list is not shared
+
+
+def test_resume_from_a_mid_epoch_step_checkpoint_is_bitwise_equal(tmp_path):
+    """A copy of a finished run resumed from a step checkpoint in the middle of epoch 2 rewrites the same
+    checkpoints, step rows and metrics rows (up to timings)."""
+    full = train(load_config(None, tiny_config_overrides(tmp_path, **{
+        "trainer.run_name": "full", "trainer.checkpoint_every_steps": 1, "trainer.keep_checkpoints": 20,
+        "trainer.log_every_steps": 1})))
+    copy = tmp_path / "copy"
+    shutil.copytree(full, copy)
+    middle = load_checkpoint(copy / "checkpoints" / "step-00000008.pt")
+    assert (middle["epoch"], middle["epoch_done"], middle["position"]) == (1, False, 2)
+    assert type(middle["progress"]) is dict and list(middle["progress"]) == PROGRESS_KEYS
+    assert train(None, resume=copy / "checkpoints" / "step-00000008.pt") == copy
+    for name in ["last.pt", "checkpoints/step-00000010.pt"]:
+        a, b = load_checkpoint(full / name), load_checkpoint(copy / name)
+        assert a["step"] == b["step"] and a["model"].keys() == b["model"].keys()
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name
+    timings = {"time", "clips_per_s", "frames_per_s", "epoch_s"}
+    for log_name in ["steps.jsonl", "metrics.jsonl"]:
+        rows = [[{k: v for k, v in json.loads(x).items() if k not in timings}
+                 for x in (run / log_name).read_text().splitlines()] for run in (full, copy)]
+        assert rows[0] == rows[1] and len(rows[0]) in (2, 12), log_name
 
 
 def test_a_second_run_never_mixes_into_the_first(tmp_path):
