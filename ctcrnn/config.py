@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from .nn.encoder import EncoderConfig
@@ -68,6 +69,9 @@ class TrainerConfig:
     keep_checkpoints: int = 3         # newest step checkpoints kept in <run>/checkpoints (older ones are deleted)
     log_every_steps: int = 50         # a row of steps.csv/.jsonl every N optimizer steps (0: off)
     tensorboard: bool = False         # also write TensorBoard events to <run>/tensorboard (pip install tensorboard)
+    init_from: str = ""               # start from this checkpoint's or bundle's weights (fresh optimizer and schedule;
+                                      # labels in both vocabularies keep their output rows: training/finetune.py)
+    freeze: list = field(default_factory=list)  # module name prefixes kept fixed, e.g. [frontend, encoder.layers.0]
 
 
 @dataclass
@@ -220,7 +224,10 @@ LIMITS = {
     "trainer.keep_checkpoints": (1, True), "trainer.log_every_steps": (0, True), "eval.num_plots": (0, True),
     "trainer.momentum": (0, True), "trainer.progress_every_s": (0, False),
 }
-CHOICES = {"trainer.precision": ("fp32", "bf16", "fp16"), "trainer.optimizer": ("adamw", "sgd")}
+# trainer.precision -> the dtype the forward runs under autocast (None: no autocast). The one list of
+# precisions: the config check below and training/stepping.py both read it.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+CHOICES = {"trainer.precision": tuple(PRECISIONS), "trainer.optimizer": ("adamw", "sgd")}
 
 
 def validate_config(cfg: Config) -> Config:

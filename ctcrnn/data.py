@@ -1,4 +1,4 @@
-"""The dataset contract, batching and label vocabularies.
+"""The dataset contract, batching, label vocabularies and the JSON Lines manifest reader every modality uses.
 
 A dataset (built by a ``@register_dataset`` builder as ``builder(split, **args)``) is a
 ``torch.utils.data.Dataset`` whose items are dicts::
@@ -32,11 +32,14 @@ import json
 import logging
 import os
 import random
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
+from .randomness import mix_seed, seeded_generator
 from .registry import DATASETS
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,150 @@ def read_jsonl(path: str | Path, example: str) -> list[tuple[int, object]]:
     if not entries:
         raise ValueError(f"manifest {path} has no entries: write one JSON object per line, like {example}")
     return entries
+
+
+def label_names(value) -> bool:
+    """A list of label names, each non-empty and without whitespace: names are joined with spaces in
+    hypotheses.tsv and in MS-TCN's result files, so a name holding a space would read back as two."""
+    return isinstance(value, list) and all(isinstance(x, str) and x.split() == [x] for x in value)
+
+
+# What a manifest key must hold: (check, what it must be, for the message). One table for every modality, so
+# a key means the same in an audio, a video and a features manifest.
+MANIFEST_FIELDS = {
+    "text": (lambda v: isinstance(v, str), 'a string (the transcript in quotes; "" if there is none)'),
+    "labels": (label_names, 'a list of label names without spaces, like ["open", "pour"]'),
+    "frame_labels_path": (lambda v: isinstance(v, str) and bool(v),
+                          "a string naming a file with one label per frame (relative to the manifest's folder)"),
+}
+
+
+@dataclass
+class ManifestEntry:
+    """One checked line of a manifest."""
+    id: str                                 # the line's "id", else its path without the suffix (see read_manifest)
+    path: str                               # the media path, resolved against the manifest's folder
+    fields: dict                            # the parsed line; the keys the caller named are checked
+    where: str                              # "manifest:line", for messages about this entry
+    frame_labels: list[str] | None = None   # the lines of "frame_labels_path": one label per source frame
+    frame_labels_path: str | None = None    # that file, resolved against the manifest's folder
+
+
+def resolve(manifest: Path, value: str) -> Path:
+    """A path written in a manifest: absolute as it is, relative from the manifest's folder."""
+    return Path(value) if Path(value).is_absolute() else manifest.parent / value
+
+
+def default_id(media: Path, suffixes: tuple[str, ...] | None) -> str:
+    """A line's id when it gives none: its path as written (relative to the manifest) without the suffix, so
+    ``clips/a.wav`` and ``other/a.wav`` stay apart; the file name alone for an absolute path. ``suffixes``: the
+    only suffixes dropped (None: any), so a frame folder ``take.2`` keeps its dot."""
+    if suffixes is None or media.suffix.lower() in suffixes:
+        media = media.with_suffix("")
+    return media.name if media.is_absolute() else str(media)
+
+
+def read_manifest(path: str | Path, example: str, required: tuple = (), optional: tuple = (),
+                  media: str = "the media file", suffixes: tuple[str, ...] | None = None,
+                  hint: str = "") -> list[ManifestEntry]:
+    """The lines of a JSON Lines manifest (:func:`read_jsonl`) as checked :class:`ManifestEntry` objects.
+
+    Every line needs ``"path"`` (a non-empty string naming ``media``, relative to the manifest's folder) and the
+    ``required`` keys; an element of ``required`` may be a tuple of keys of which any one will do. Keys of
+    :data:`MANIFEST_FIELDS` among ``required`` and ``optional`` are checked when present; ``"frame_labels_path"``
+    files are read (:func:`read_label_lines`). An optional ``"id"`` must be a non-empty string or an integer;
+    without one, :func:`default_id` names the line (``suffixes`` as there). Ids must be unique. Anything wrong
+    is an error naming the file and line (a silent skip would hide the bug in whatever wrote the manifest);
+    ``example`` is a valid line and ``hint`` extra advice, quoted in the messages.
+    """
+    path = Path(path)
+    groups = [("path",), *(k if isinstance(k, tuple) else (k,) for k in required)]
+    checked = [key for k in (*required, *optional) for key in (k if isinstance(k, tuple) else (k,))]
+
+    def name(group: tuple) -> str:
+        return repr(group[0]) if len(group) == 1 else f"one of {', '.join(map(repr, group))}"
+
+    entries, seen = [], {}
+    for number, line in read_jsonl(path, example):
+        where = f"{path}:{number}"
+        missing = [name(g) for g in groups if not isinstance(line, dict) or not any(key in line for key in g)]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) [{', '.join(missing)}]; each line needs "
+                             f"{' and '.join(name(g) for g in groups)}, like {example}{hint}")
+        if not isinstance(line["path"], str) or not line["path"]:
+            raise ValueError(f"{where}: 'path' must be a string naming {media} (relative to the manifest's folder), "
+                             f"got {json.dumps(line['path'])}")
+        for key in checked:
+            check, expected = MANIFEST_FIELDS.get(key, (None, ""))
+            if key in line and check is not None and not check(line[key]):
+                raise ValueError(f"{where}: {key!r} must be {expected}, got {json.dumps(line[key])[:80]}")
+        if "id" in line and (not isinstance(line["id"], (str, int)) or isinstance(line["id"], bool) or line["id"] == ""):
+            raise ValueError(f"{where}: 'id' must be a non-empty string or an integer, got {json.dumps(line['id'])}; "
+                             f"or leave it out to name the line by its path")
+        entry = ManifestEntry(str(line.get("id", default_id(Path(line["path"]), suffixes))),
+                              str(resolve(path, line["path"])), line, where)
+        if entry.id in seen:
+            raise ValueError(f"{where}: id {entry.id!r} was already used on line {seen[entry.id]}; ids must be "
+                             f"unique (give the lines distinct 'id's)")
+        seen[entry.id] = number
+        if "frame_labels_path" in checked and "frame_labels_path" in line:
+            entry.frame_labels_path = str(resolve(path, line["frame_labels_path"]))
+            try:
+                entry.frame_labels = read_label_lines(Path(entry.frame_labels_path))
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+        entries.append(entry)
+    return entries
+
+
+def read_label_lines(path: Path) -> list[str]:
+    """One label per line (MS-TCN's groundTruth files, a manifest's ``frame_labels_path``); trailing blank
+    lines are ignored, inner ones are errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        raise ValueError(f"ground truth {path} does not exist: every listed video needs one label per frame "
+                         f"there (or remove the video from the split)") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"ground truth {path} is not UTF-8 text ({e.reason} at byte {e.start}): save it as "
+                         f"UTF-8") from None
+    except OSError as e:
+        raise ValueError(f"ground truth {path} cannot be read ({e.strerror}): check the path and its "
+                         f"permissions") from None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ValueError(f"ground truth {path} is empty: expected one action label per frame")
+    if "" in lines:
+        raise ValueError(f"{path}:{lines.index('') + 1}: empty line inside the ground truth (one label per frame)")
+    return lines
+
+
+def collapse_runs(frame_labels) -> list:
+    """The transcript of a frame labelling: one entry per run of equal labels (``a a b b a`` -> ``a b a``).
+
+    >>> collapse_runs(["SIL", "SIL", "pour", "pour", "SIL"])
+    ['SIL', 'pour', 'SIL']
+    """
+    return [label for i, label in enumerate(frame_labels) if i == 0 or label != frame_labels[i - 1]]
+
+
+def manifest_for_split(name: str, split: str, manifests: dict[str, str]) -> str:
+    """The manifest a split reads: ``data.args.<split>`` (``manifests``: train/val/test paths), or the split
+    itself when it is a .jsonl/.json path (evaluating a checkpoint on any manifest)."""
+    path = manifests.get(split) or (split if split.endswith((".jsonl", ".json")) else None)
+    if not path:
+        raise ValueError(f"{name} has no manifest for split {split!r}: set data.args.{split}=path.jsonl "
+                         f"or pass a .jsonl path as the split")
+    return path
+
+
+def check_unique_ids(name: str, ids, noun: str) -> None:
+    """Refuse a dataset whose sample ids repeat: ids key skipped.tsv, hypotheses.tsv and per-clip outputs."""
+    repeated = [i for i, n in Counter(ids).items() if n > 1]
+    if repeated:
+        raise ValueError(f"{name}: {noun} ids must be unique, these repeat: {repeated[:5]}")
 
 
 def build_dataset(name: str, split: str, args: dict, fitted: dict | None = None):
@@ -177,7 +324,7 @@ class LengthBucketSampler(torch.utils.data.Sampler):
                  sortagrad: bool = False, shuffle: bool = True):
         if max_steps <= 0 or max_batch <= 0:
             raise ValueError(f"max_steps and max_batch must be positive, got {max_steps} and {max_batch}")
-        rng = random.Random(seed * 1_000_003 + epoch)
+        rng = random.Random(mix_seed(seed, epoch))
         order = list(range(len(lengths)))
         if shuffle:
             rng.shuffle(order)
@@ -212,7 +359,10 @@ def plan_batches(dataset, batch_size: int, seed: int | None = None, epoch: int =
                                    sortagrad=sortagrad, shuffle=seed is not None).batches
     order = list(range(len(dataset)))
     if seed is not None:
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+        # Its own multiplier (100_003, where the rest of ctcrnn uses 1_000_003) and no reduction: the order
+        # every run without length buckets trains in, the published default's included, comes from it.
+        generator = torch.Generator().manual_seed(mix_seed(seed, epoch, multipliers=(100_003,)))
+        order = torch.randperm(len(dataset), generator=generator).tolist()
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -234,7 +384,7 @@ def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device
             batches = batches[rank::world]
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch, seed or 0)
-    generator = torch.Generator().manual_seed(((seed or 0) * 1_000_003 + epoch) % 2**63)
+    generator = seeded_generator(seed or 0, epoch)
     step_shape = getattr(dataset, "input_spec", {}).get("step_shape")
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                       collate_fn=functools.partial(collate, step_shape=step_shape),

@@ -80,7 +80,8 @@ class TableLog:
             os.replace(tmp, path)
 
     def write(self, row: dict) -> None:
-        new = not self.csv.exists()
+        # Empty, not only missing: a resume from inside the first epoch truncates the csv to no rows at all.
+        new = not self.csv.exists() or self.csv.stat().st_size == 0
         with open(self.csv, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
             if new:
@@ -126,14 +127,22 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def write_skipped_tsv(path: Path, columns: tuple[str, ...], rows, append: bool = False) -> None:
+    """A skipped.tsv (training's and ``ctcrnn evaluate``'s): a header of ``columns``, then one tab-separated
+    line per row, every field through :func:`one_line`. ``append`` adds to an existing file (the header is
+    written only when the file is new); otherwise the file is replaced."""
+    new = not (append and path.exists())
+    with open(path, "a" if append else "w") as f:
+        if new:
+            f.write("\t".join(columns) + "\n")
+        f.writelines("\t".join(one_line(field) for field in row) + "\n" for row in rows)
+
+
 def record_skipped(run_dir: Path, epoch: int, skipped: list[tuple[str, str]], first: bool) -> None:
     """Every skipped sample goes to skipped.tsv; the log shows the first of each epoch."""
     path = run_dir / "skipped.tsv"
-    new = not path.exists()
-    with open(path, "a") as f:
-        if new:
-            f.write("epoch\tid\treason\n")
-        f.writelines(f"{epoch}\t{one_line(sample_id)}\t{one_line(reason)}\n" for sample_id, reason in skipped)
+    write_skipped_tsv(path, ("epoch", "id", "reason"), [(epoch, sample_id, reason) for sample_id, reason in skipped],
+                      append=True)
     if first:
         log.warning("skipping %s: %s (all skipped samples are listed in %s)", *skipped[0], path)
 

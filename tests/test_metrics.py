@@ -30,6 +30,51 @@ def test_edit_distance_symmetric_cases():
     assert edit_distance(["take", "pour"], ["pour", "take"]) == 2
 
 
+def levenshtein_table(ref, hyp) -> int:
+    """The textbook O(n m) dynamic programme, the oracle for the compiled distance."""
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1]
+
+
+def test_edit_distance_and_counts_equal_the_dynamic_programme():
+    rng = random.Random(0)
+    for _ in range(2000):
+        ref = [rng.randint(0, 3) for _ in range(rng.randint(0, 9))]
+        hyp = [rng.randint(0, 3) for _ in range(rng.randint(0, 9))]
+        s, d, i = error_counts(ref, hyp)
+        assert s + d + i == edit_distance(ref, hyp) == levenshtein_table(ref, hyp)
+        assert d - i == len(ref) - len(hyp) and s + d <= len(ref)  # a real alignment of the two sequences
+    ref = [rng.choice("abcdefgh") for _ in range(400)]
+    hyp = [c if rng.random() < 0.8 else rng.choice("abcdefgh") for c in ref[50:]]
+    assert edit_distance(ref, hyp) == sum(error_counts(ref, hyp)) == levenshtein_table(ref, hyp)
+    # Long and far apart: rapidfuzz's alignment switches to Hirschberg's linear-memory split here (a banded
+    # bit matrix of 1 MiB or more); its counts must still add up to the distance, computed separately.
+    ref, hyp = [rng.randint(0, 3) for _ in range(4000)], [rng.randint(0, 3) for _ in range(3500)]
+    s, d, i = error_counts(ref, hyp)
+    assert s + d + i == edit_distance(ref, hyp) and d - i == 500
+
+
+def test_tokens_are_compared_by_equality_not_by_hash():
+    # rapidfuzz alone compares such tokens by hash(): numpy's -1 and -2 hash alike, 97 and "a" map alike.
+    assert edit_distance([np.int64(-1)], [np.int64(-2)]) == 1 and edit_distance([np.int64(-1)], [-1]) == 0
+    assert edit_distance([97], ["a"]) == 1 and edit_distance([(1, 2)], [(1, 2)]) == 0
+    assert edit_distance(["a b"], ["a", "b"]) == 2
+
+
+def test_error_counts_split_equals_jiwer():
+    import jiwer
+    rng = random.Random(1)
+    for _ in range(300):
+        ref = [rng.choice(["bin", "blue", "at", "f"]) for _ in range(rng.randint(1, 12))]
+        hyp = [rng.choice(["bin", "blue", "at", "f"]) for _ in range(rng.randint(0, 12))]
+        out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+        assert error_counts(ref, hyp) == (out.substitutions, out.deletions, out.insertions)
+
+
 def test_error_rate_is_corpus_level():
     # 1 edit over 5 reference tokens = 20 %; the mean of per-sentence rates would be (0 + 100) / 2 = 50 %.
     assert error_rate([[1, 2, 3, 4], [5]], [[1, 2, 3, 4], [6]]) == 20.0

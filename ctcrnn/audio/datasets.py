@@ -10,7 +10,6 @@ on the training split (the ``fitted`` argument, from the trainer or a checkpoint
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import random
@@ -22,7 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import refuse_unknown_keys
-from ..data import read_jsonl
+from ..data import check_unique_ids, manifest_for_split
+from ..data import read_manifest as read_entries  # the shared line checks; this module's read_manifest adds headers
 from ..randomness import item_generator
 from .augment import AugmentConfig, augment_waveform, spec_augment
 from .dtmf import DTMFConfig, dtmf_dataset_item, dtmf_dataset_plan
@@ -31,8 +31,6 @@ from .io import AudioError, audio_info, read_audio
 from .text import CharTokenizer, report_unknown
 
 log = logging.getLogger(__name__)
-
-SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass
@@ -87,11 +85,7 @@ class AudioDataset(Dataset):
                  augment: AugmentConfig | None = None, load=read_file):
         if not utterances:
             raise ValueError(f"{name}: no utterances found")
-        ids = Counter(u.id for u in utterances)
-        duplicates = [i for i, n in ids.items() if n > 1]
-        if duplicates:
-            raise ValueError(f"{name}: utterance ids must be unique, these repeat: {duplicates[:5]} "
-                             f"(give manifest lines distinct 'id's)")
+        check_unique_ids(name, (u.id for u in utterances), "utterance")
         self.name, self.utterances, self.tokenizer, self.pipeline = name, utterances, tokenizer, pipeline
         self.load = load
         self.augment = augment if augment is not None and augment.enabled else None
@@ -214,39 +208,15 @@ def check_noise_files(paths: list) -> None:
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
-    """``{"path": ..., "text": ...}`` per line (optional ``"id"``; paths relative to the manifest's folder).
-
-    A line that is not UTF-8 or not JSON, lacks a key, holds a value of the wrong type or repeats an id is
-    an error naming the file and line, and so is a manifest with no entries: a manifest is written by hand
-    or by a script, and a silent skip would hide the bug that wrote it. Without an ``"id"``, an utterance is
-    named by its path relative to the manifest, without the suffix.
-    """
-    path = Path(path)
-    utterances, bad_headers, seen = [], 0, {}
-    for number, entry in read_jsonl(path, '{"path": "clips/a.wav", "text": "hello world"}'):
-        if not isinstance(entry, dict) or "path" not in entry or "text" not in entry:
-            missing = [k for k in ("path", "text") if not isinstance(entry, dict) or k not in entry]
-            raise ValueError(f"{path}:{number}: missing key(s) {missing}; each line needs 'path' and 'text'")
-        if not isinstance(entry["path"], str) or not entry["path"]:
-            raise ValueError(f"{path}:{number}: 'path' must be a string naming the audio file (relative to the "
-                             f"manifest's folder), got {json.dumps(entry['path'])}")
-        if not isinstance(entry["text"], str):
-            raise ValueError(f"{path}:{number}: 'text' must be a string (the transcript in quotes; \"\" if there is "
-                             f"none), got {json.dumps(entry['text'])}")
-        if "id" in entry and (not isinstance(entry["id"], (str, int)) or isinstance(entry["id"], bool)
-                              or entry["id"] == ""):
-            raise ValueError(f"{path}:{number}: 'id' must be a non-empty string or an integer, got "
-                             f"{json.dumps(entry['id'])}; or leave it out to name the utterance by its path")
-        audio = Path(entry["path"])
-        default_id = str(audio.with_suffix("")) if not audio.is_absolute() else audio.stem
-        audio = audio if audio.is_absolute() else path.parent / audio
-        utterance = Utterance(str(entry.get("id", default_id)), entry["text"], str(audio))
-        if utterance.id in seen:
-            raise ValueError(f"{path}:{number}: id {utterance.id!r} was already used on line {seen[utterance.id]}; "
-                             f"ids must be unique (give the lines distinct 'id's)")
-        seen[utterance.id] = number
+    """``{"path": ..., "text": ...}`` per line (optional ``"id"``; paths relative to the manifest's folder),
+    checked by :func:`ctcrnn.data.read_manifest` (errors name the file and line), then each file's audio
+    header read: an unreadable one makes a counted skip, not an error."""
+    utterances, bad_headers = [], 0
+    for entry in read_entries(path, '{"path": "clips/a.wav", "text": "hello world"}', required=("text",),
+                              media="the audio file"):
+        utterance = Utterance(entry.id, entry.fields["text"], entry.path)
         try:
-            utterance.num_samples, utterance.sample_rate = audio_info(audio)
+            utterance.num_samples, utterance.sample_rate = audio_info(entry.path)
         except AudioError as e:
             utterance.error, bad_headers = str(e), bad_headers + 1
         utterances.append(utterance)
@@ -262,11 +232,7 @@ def audio_manifest(split: str, train: str = "", val: str = "", test: str = "", f
     """One's own audio: a JSON Lines manifest per split (``train``/``val``/``test`` paths); ``split`` may
     also be a manifest path itself (to evaluate a checkpoint on any manifest). ``tokens``: a character
     list or file (one per line) instead of the characters of the training transcripts."""
-    manifests = {"train": train, "val": val, "test": test}
-    path = manifests.get(split) or (split if split.endswith((".jsonl", ".json")) else None)
-    if not path:
-        raise ValueError(f"audio_manifest has no manifest for split {split!r}: set data.args.{split}=path.jsonl "
-                         f"or pass a .jsonl path as the split")
+    path = manifest_for_split("audio_manifest", split, {"train": train, "val": val, "test": test})
     return build_audio_dataset("audio_manifest", split, read_manifest(path), features, augment, tokens, fitted,
                                stats_utterances, {}, source=f"manifest {path}")
 

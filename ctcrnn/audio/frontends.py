@@ -4,7 +4,7 @@ Input ``(B, T, F)`` features (F = STFT or filterbank bins), output ``(B, T', out
 :meth:`output_lengths`. Every layer zeroes the frames past each sample's length at that layer's frame
 rate (deepspeech.pytorch's ``MaskConv``), so padding never reaches a real frame through a time kernel:
 in eval mode a sample's output is the same alone or batched with longer ones.
-Imports torch and :mod:`ctcrnn.nn.model` only.
+Imports torch, :mod:`ctcrnn.nn.model` and :mod:`ctcrnn.nn.masking` only.
 """
 from __future__ import annotations
 
@@ -13,24 +13,8 @@ import math
 import torch
 from torch import nn
 
+from ..nn.masking import masked, zero_padding
 from ..nn.model import Frontend, conv_output_lengths
-
-
-def zero_padding(x: torch.Tensor, lengths: torch.Tensor, time_dim: int) -> torch.Tensor:
-    """``x`` with the frames at or past each sample's length along ``time_dim`` set to zero."""
-    valid = torch.arange(x.shape[time_dim], device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
-    shape = [x.shape[0]] + [1] * (x.dim() - 1)
-    shape[time_dim] = x.shape[time_dim]
-    return x * valid.reshape(shape).to(x.dtype)
-
-
-def masked(modules: nn.Sequential, x: torch.Tensor, lengths: torch.Tensor, time_dim: int) -> torch.Tensor:
-    """Run ``x`` through ``modules``, zeroing padded frames after each one (deepspeech.pytorch's MaskConv):
-    a BatchNorm or LayerNorm shift would otherwise turn zero padding into values the next time
-    kernel reads. ``lengths`` are the lengths at the modules' output frame rate."""
-    for module in modules:
-        x = zero_padding(module(x), lengths, time_dim)
-    return x
 
 
 def feature_size(size: int, kernel: int, stride: int, padding: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchaudio.functional import forced_align
+from torchaudio.functional import forced_align, merge_tokens
 
 from ..nn.ctc import min_ctc_frames
 
@@ -61,19 +61,11 @@ def forced_align_segments(log_probs: torch.Tensor, tokens: list[int], blank: int
     log_probs = log_probs.detach().to(torch.float32).contiguous()
     targets = torch.tensor([tokens], dtype=torch.int32, device=log_probs.device)
     path, scores = forced_align(log_probs[None], targets, blank=blank)
-    path, scores = path[0].tolist(), scores[0].tolist()
-
-    spikes: list[list[int]] = []  # [start, end) of each token's run of non-blank frames
-    for t, label in enumerate(path):
-        if label == blank:
-            continue
-        # A repeated token needs a blank between its two runs, so an unbroken run is always one token.
-        if t and path[t - 1] == label:
-            spikes[-1][1] = t + 1
-        else:
-            spikes.append([t, t + 1])
-    segments = [Segment(token, start, end, sum(scores[start:end]) / (end - start))
-                for token, (start, end) in zip(tokens, spikes)]
+    # One span per run of a non-blank token: a repeated token needs a blank between its two runs, so an
+    # unbroken run is always one token of the transcript. Scores go in as float64 so that a span's mean
+    # is taken in double precision over the float32 frame scores, not as a float32 sum.
+    spans = merge_tokens(path[0], scores[0].double(), blank=blank)
+    segments = [Segment(token, span.start, span.end, span.score) for token, span in zip(tokens, spans)]
     if fill_blanks:
         _fill_blanks(segments, log_probs)
     return segments

@@ -24,6 +24,7 @@ from ..decoding.factory import describe_decoder, make_decoder, with_word_delimit
 from ..metrics import cer, characters, edit_distance, error_rate, segmentation_scores, wer, words
 from ..data import make_loader
 from ..inference import predict, resolve_device
+from ..runlog import write_skipped_tsv
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,10 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
 
 
 def write_skipped(out_dir: Path, unreadable: list | None) -> None:
-    """skipped.tsv: every clip the dataset could not read, with the reason."""
+    """skipped.tsv: every clip the dataset could not read, with the reason (written as training writes its own)."""
     if unreadable:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "skipped.tsv", "w") as f:
-            f.write("id\treason\n")
-            f.writelines(f"{sample_id}\t{reason}\n" for sample_id, reason in unreadable)
+        write_skipped_tsv(out_dir / "skipped.tsv", ("id", "reason"), unreadable)
 
 
 def load_for_evaluation(checkpoint: str | Path, split: str | None, default: str = "test",

@@ -3,6 +3,7 @@
 Importing this package registers its datasets (``breakfast`` in the MS-TCN layout, ``features_manifest``)
 and its file reader (a .npy file, for ``ctcrnn transcribe`` / ``align``); the core never imports it.
 """
+from ..data import collapse_runs
 from ..registry import register_dataset, register_reader
 from . import breakfast_corpus
 from . import datasets
@@ -12,7 +13,6 @@ from .datasets import (
     FeatureDataset,
     FeatureError,
     FeatureVideo,
-    collapse_runs,
     load_features,
     read_feature_header,
 )

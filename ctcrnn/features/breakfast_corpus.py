@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import BLANK_LABEL
-from .datasets import FeatureDataset, FeatureVideo, fitted_stride, label_ids, make_dataset, read_label_lines
+from ..data import BLANK_LABEL, read_label_lines
+from .datasets import FeatureDataset, FeatureVideo, fitted_stride, label_ids, make_dataset
 
 VAL_EVERY = 10                # Breakfast "val": every 10th video of the sorted training bundle (held out of "train")
 BREAKFAST_FPS = 15.0          # frames per second of Breakfast's I3D features

@@ -23,7 +23,6 @@ Imports numpy, torch and the core's :mod:`ctcrnn.data` only.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import BLANK_LABEL, read_jsonl
+from ..data import BLANK_LABEL, check_unique_ids, collapse_runs, manifest_for_split, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +55,6 @@ class FeatureVideo:
     num_frames: int = 0                     # min(feature frames, label frames), before temporal_stride
     gt_frames: int = 0                      # frames in the ground-truth file (what MS-TCN's eval.py reads)
     error: str | None = None                # why the features cannot be read: the item is a counted skip
-
-
-def collapse_runs(frame_labels) -> list:
-    """The transcript of a frame labelling: one entry per run of equal labels (``a a b b a`` -> ``a b a``)."""
-    return [label for i, label in enumerate(frame_labels) if i == 0 or label != frame_labels[i - 1]]
-
-
-def read_label_lines(path: Path) -> list[str]:
-    """One label per line (MS-TCN's groundTruth files); trailing blank lines are ignored, inner ones are errors."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"ground truth {path} does not exist: every listed video needs one label per frame "
-                         f"there (or remove the video from the split)") from None
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    if not lines:
-        raise ValueError(f"ground truth {path} is empty: expected one action label per frame")
-    if "" in lines:
-        raise ValueError(f"{path}:{lines.index('') + 1}: empty line inside the ground truth (one label per frame)")
-    return lines
 
 
 def label_ids(names: list[str], index: dict[str, int], where: Path | str, vocabulary: str,
@@ -136,9 +113,8 @@ class FeatureDataset(Dataset):
             raise ValueError(f"{name}: no videos")
         self.name, self.videos, self.labels, self.input_spec = name, videos, list(labels), input_spec
         self.layout, self.stride = input_spec["layout"], input_spec["temporal_stride"]
+        check_unique_ids(name, (v.id for v in videos), "video")
         self.by_id = {v.id: v for v in videos}
-        if len(self.by_id) != len(videos):
-            raise ValueError(f"{name}: video ids must be unique")
         self.lengths = [math.ceil(v.num_frames / self.stride) if v.error is None else 1 for v in videos]
         self.truncated: list[tuple[str, int, int]] = []   # (id, feature frames, label frames) cut to the shorter
 
@@ -269,62 +245,36 @@ def make_dataset(name: str, videos: list[FeatureVideo], labels: list[str], layou
 # JSON Lines manifests
 
 
-def read_feature_manifest(path: str | Path) -> list[dict]:
-    """``{"path": "feats/x.npy", "labels": ["pour", "stir"], "frame_labels_path": "gt/x.txt", "id": ...}`` per
-    line; ``labels`` may be left out when ``frame_labels_path`` is given (the transcript is then collapsed from
-    it); paths are relative to the manifest's folder. Returns entries with absolute paths, label name lists
-    and an id (default: the feature path relative to the manifest, without suffix)."""
-    path = Path(path)
-    entries, seen = [], set()
-    for number, entry in read_jsonl(path, '{"path": "feats/x.npy", "labels": ["pour", "stir"]}'):
-        where = f"{path}:{number}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
-            raise ValueError(f"{where}: needs a 'path' string naming the .npy features")
-        labels, frames_path = entry.get("labels"), entry.get("frame_labels_path")
-        if labels is None and frames_path is None:
-            raise ValueError(f"{where}: needs 'labels' (the transcript) or 'frame_labels_path'")
-        if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels)):
-            raise ValueError(f"{where}: 'labels' must be a list of label names, got {json.dumps(labels)[:80]}")
-        features = Path(entry["path"])
-        video_id = str(entry.get("id", features.with_suffix("") if not features.is_absolute() else features.stem))
-        if video_id in seen:
-            raise ValueError(f"{where}: id {video_id!r} repeats; ids must be unique")
-        seen.add(video_id)
-        frame_names = None
-        if frames_path is not None:
-            frames_file = Path(frames_path) if Path(frames_path).is_absolute() else path.parent / frames_path
-            frame_names = (read_label_lines(frames_file), frames_file)
-        entries.append({"id": video_id, "path": str(features if features.is_absolute() else path.parent / features),
-                        "labels": labels, "frames": frame_names, "where": where})
-    return entries
-
-
 def features_manifest(split: str, train: str = "", val: str = "", test: str = "", layout: str = "TD",
                       temporal_stride: int = 1, fitted: dict | None = None) -> FeatureDataset:
-    """One's own precomputed features: a JSON Lines manifest per split (see :func:`read_feature_manifest`);
-    ``split`` may also be a manifest path. ``.npy`` files are (T, D) by default (``layout="DT"`` for
-    MS-TCN-style (D, T)); per-frame label files hold one name per line. The vocabulary is "<blank>" and the
-    sorted label names of the training manifest (transcripts and frame labels), or the checkpoint's."""
+    """One's own precomputed features: a JSON Lines manifest per split, ``{"path": "feats/x.npy", "labels":
+    ["pour", "stir"], "frame_labels_path": "gt/x.txt", "id": ...}`` per line (checked by
+    :func:`ctcrnn.data.read_manifest`: errors name the file and line); ``labels`` may be left out when
+    ``frame_labels_path`` is given (the transcript is then collapsed from it); paths are relative to the
+    manifest's folder; ``split`` may also be a manifest path. ``.npy`` files are (T, D) by default
+    (``layout="DT"`` for MS-TCN-style (D, T)); per-frame label files hold one name per line. The vocabulary is
+    "<blank>" and the sorted label names of the training manifest (transcripts and frame labels), or the
+    checkpoint's."""
     if layout not in LAYOUTS:
         raise ValueError(f"features_manifest: layout must be one of {LAYOUTS}, got {layout!r}")
-    manifests = {"train": train, "val": val, "test": test}
-    path = manifests.get(split) or (split if split.endswith((".jsonl", ".json")) else None)
-    if not path:
-        raise ValueError(f"features_manifest has no manifest for split {split!r}: set data.args.{split}=path.jsonl")
-    entries = read_feature_manifest(path)
+    path = manifest_for_split("features_manifest", split, {"train": train, "val": val, "test": test})
+    entries = read_manifest(path, '{"path": "feats/x.npy", "labels": ["pour", "stir"]}',
+                            required=(("labels", "frame_labels_path"),), optional=("frame_labels_path",),
+                            media="the .npy features")
     if fitted is not None:
         labels = list(fitted["labels"])
     else:
-        names = {n for e in entries for n in (e["labels"] or []) + (e["frames"][0] if e["frames"] else [])}
+        names = {n for e in entries for n in (e.fields.get("labels") or []) + (e.frame_labels or [])}
         labels = [BLANK_LABEL, *sorted(names - {BLANK_LABEL})]
     index = {label: i for i, label in enumerate(labels) if i > 0}
     vocabulary = "the model's labels" if fitted is not None else f"the training manifest {path}"
     videos = []
     for e in entries:
-        frames = label_ids(e["frames"][0], index, e["frames"][1], vocabulary) if e["frames"] else None
-        target = (None if e["labels"] is None else
-                  [int(i) for i in label_ids(e["labels"], index, e["where"], vocabulary, one_per_line=False)])
-        videos.append(FeatureVideo(e["id"], e["path"], target, frames))
+        frames = (label_ids(e.frame_labels, index, e.frame_labels_path, vocabulary) if e.frame_labels is not None
+                  else None)
+        target = (None if "labels" not in e.fields else
+                  [int(i) for i in label_ids(e.fields["labels"], index, e.where, vocabulary, one_per_line=False)])
+        videos.append(FeatureVideo(e.id, e.path, target, frames))
     stride = fitted_stride(f"features_manifest/{split}", temporal_stride, fitted)
     return make_dataset(f"features_manifest/{split}", videos, labels, layout, stride, fitted)
 

@@ -1,19 +1,14 @@
 """Frontends for precomputed per-frame features (I3D, ResNet, Fisher vectors): (B, T, D) -> (B, T', out_dim).
 
-Imports torch and :mod:`ctcrnn.nn.model` only.
+Imports torch, :mod:`ctcrnn.nn.model` and :mod:`ctcrnn.nn.masking` only.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..nn.masking import zero_padding
 from ..nn.model import Frontend, conv_output_lengths
-
-
-def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """``x`` (B, T, F) with the frames at or past each sample's length set to zero."""
-    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
-    return x * valid[:, :, None].to(x.dtype)
 
 
 class FeatureProjection(Frontend):

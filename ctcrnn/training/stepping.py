@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import PRECISIONS  # precision name -> autocast dtype: the one list, which the config checks too
 from ..nn.ctc import CTCResult, ctc_loss
 from .distributed import DistContext, all_reduce_sum
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_precision(precision: str, device: torch.device) -> None:

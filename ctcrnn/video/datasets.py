@@ -14,7 +14,8 @@ Targets are either characters (labels ``<blank>``, the space, letters...; ``word
 WER/CER against the raw ``text``) or whole tokens (action labels, glosses; scored as token error rate, which
 for glosses is the gloss WER). A token vocabulary ends in ``<unk>``: a validation/test token never seen in
 training maps to it, so it still counts as an error (a model never trained to emit ``<unk>`` cannot match it)
-instead of vanishing from the reference.
+instead of vanishing from the reference. Token clips of a manifest may carry per-frame labels (at the clip's
+own frame rate), which evaluation scores as segmentation and alignment, as for precomputed features.
 
 ``video.size`` / ``video.crop`` only resize and centre-crop whole frames: any region-of-interest cropping
 (mouths, hands, faces) must be done beforehand (give pre-cropped frame folders).
@@ -23,7 +24,6 @@ Must never import the core training code or another modality.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -31,10 +31,10 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..data import BLANK_LABEL, read_jsonl
+from ..data import BLANK_LABEL, check_unique_ids, collapse_runs, manifest_for_split, read_manifest
 from ..randomness import item_generator
 from .augment import VideoAugmentConfig, augment_clip, reading_config
-from .io import FrameCache, VideoConfig, VideoError, video_info
+from .io import FrameCache, VideoConfig, VideoError, kept_frames, video_info
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class Clip:
     text: str | None = None         # the raw reference for character targets (scored as text)
     speaker: str = ""               # GRID speaker / PHOENIX signer (for .stm output)
     error: str | None = None        # known unreadable before loading: the item is skipped
+    frame_labels: list[str] | None = None  # one label per source frame (manifest "frame_labels_path"): scoring only
+    frame_rate: float = 0.0         # the source frame rate those labels are at (which frames video.fps keeps)
 
 
 class Vocabulary:
@@ -87,7 +89,8 @@ class Vocabulary:
 
 
 class VideoDataset(Dataset):
-    """Clips -> ``{"id", "input" (T, C, H, W) float in [0, 1], "target", "text"?}`` items (see :mod:`ctcrnn.data`).
+    """Clips -> ``{"id", "input" (T, C, H, W) float in [0, 1], "target", "text"?, "frame_labels"? (T,)}`` items
+    (see :mod:`ctcrnn.data`).
 
     ``augment`` is given for the training split only; clips are then read with
     :func:`~ctcrnn.video.augment.reading_config` (no centre crop when a random crop replaces it).
@@ -97,9 +100,7 @@ class VideoDataset(Dataset):
                  source_fps: float = 25.0, augment: VideoAugmentConfig | None = None, cache: str = ""):
         if not clips:
             raise ValueError(f"{name}: no clips found")
-        duplicates = [i for i, n in Counter(c.id for c in clips).items() if n > 1]
-        if duplicates:
-            raise ValueError(f"{name}: clip ids must be unique, these repeat: {duplicates[:5]}")
+        check_unique_ids(name, (c.id for c in clips), "clip")
         self.name, self.clips, self.video, self.source_fps = name, clips, video, source_fps
         self.augment = augment if augment is not None and augment.enabled else None
         self.read_config = reading_config(video, self.augment) if self.augment else video
@@ -113,6 +114,14 @@ class VideoDataset(Dataset):
             log.warning("%s: %d target units in %d clips are not in the training vocabulary (%s), e.g. in %s: they "
                         "count as errors when scoring", name, sum(self.unknown.values()), len(holders), listing,
                         ", ".join(holders[:5]))
+        # Frame labels map as targets do (an unknown name becomes <unk>: a frame the model cannot get right).
+        unknown_frames = Counter()
+        self.frame_targets = [vocabulary.encode(c.frame_labels, unknown_frames) if c.frame_labels is not None
+                              else None for c in clips]
+        if unknown_frames:
+            log.warning("%s: %d frame labels are not in the training vocabulary (%s): those frames count as wrong",
+                        name, sum(unknown_frames.values()),
+                        ", ".join(f"{u!r}x{n}" for u, n in unknown_frames.most_common(12)))
         self._lengths = None
         self.seed, self.epoch = 0, 0
 
@@ -149,12 +158,20 @@ class VideoDataset(Dataset):
             frames = self.cache.read(clip.path, self.read_config, self.source_fps)
         except VideoError as e:
             return {"id": clip.id, "error": str(e)}
+        labels = self.frame_targets[index]
+        if labels is not None:
+            # The labels of the frames read (video.fps, max_frames); both cut to the shorter, as MS-TCN does.
+            keep = kept_frames(len(labels), clip.frame_rate, self.read_config)[: frames.shape[0]]
+            frames, labels = frames[: len(keep)], [labels[i] for i in keep]
         if self.augment is not None:
             generator = item_generator(self.seed, self.epoch, index)
-            frames, _ = augment_clip(frames, self.augment, generator)
+            frames, used = augment_clip(frames, self.augment, generator)
+            labels = [labels[i] for i in used] if labels is not None else None
         item = {"id": clip.id, "input": frames, "target": self.targets[index]}
         if clip.text is not None:
             item["text"] = clip.text
+        if labels is not None:
+            item["frame_labels"] = labels
         return item
 
 
@@ -201,7 +218,8 @@ def build_video_dataset(name: str, split: str, clips: list[Clip], video: dict | 
         raise ValueError(f"{where}: augment.random_crop {augment_config.random_crop} needs video.crop set to the same "
                          f"[H, W] (got {config.crop or '[]'}): training crops at random where evaluation crops the "
                          f"centre, and both must give the model frames of one size")
-    vocabulary = Vocabulary(labels) if labels else Vocabulary.fit((c.units for c in clips),
+    # Frame-label names count too (a background label that no transcript names, say), as for features.
+    vocabulary = Vocabulary(labels) if labels else Vocabulary.fit((c.units + (c.frame_labels or []) for c in clips),
                                                                   source or where, tokens=not characters)
     fps = config.fps
     if config.crop or config.size:
@@ -218,25 +236,21 @@ def build_video_dataset(name: str, split: str, clips: list[Clip], video: dict | 
     return dataset_class(where, clips, vocabulary, config, spec, source_fps, augment_config, cache, **extra)
 
 
-def split_source(split: str, paths: dict, name: str) -> str:
-    path = paths.get(split) or (split if split.endswith((".jsonl", ".json")) else None)
-    if not path:
-        raise ValueError(f"{name} has no manifest for split {split!r}: set data.args.{split}=path.jsonl "
-                         f"or pass a .jsonl path as the split")
-    return path
-
-
 # ---------------------------------------------------------------------------------------------------------
 # JSON Lines manifests
 
 
-def read_video_manifest(path: str | Path, target: str) -> list[Clip]:
+def read_video_manifest(path: str | Path, target: str, source_fps: float = 25.0) -> list[Clip]:
     """``{"path": "clips/x.mp4" or a frame folder, "labels": [...]}`` (``target="labels"``) or ``{"path",
-    "text"}`` (``target="text"``) per line, optional ``"id"``; paths relative to the manifest's folder.
+    "text"}`` (``target="text"``) per line, optional ``"id"``; paths relative to the manifest's folder; checked by
+    :func:`ctcrnn.data.read_manifest` (errors name the file and line).
 
-    A line that is not JSON, lacks a key, holds a value of the wrong type or repeats an id is an error naming
-    the file and line (a silent skip would hide the bug in whatever wrote the manifest). Without an ``"id"``
-    a clip is named by its path relative to the manifest, without the suffix.
+    With token targets a line may also give ``"frame_labels_path"``: a file with one label per frame of the clip
+    (as a features manifest and MS-TCN's groundTruth files), which makes evaluation report segmentation and
+    alignment scores; ``"labels"`` may then be left out (the transcript is the labels with runs collapsed).
+    Labels are at the clip's own rate (a folder's frames at ``source_fps``); a clip read at a lower
+    ``video.fps`` keeps the label of each frame it keeps. Frame and label counts are compared from the
+    header (no decoding); when they differ both are cut to the shorter, as MS-TCN does, and the clips logged.
     """
     if target not in ("labels", "text"):
         raise ValueError(f"video_manifest: target must be 'labels' (token targets) or 'text' (character targets), "
@@ -244,32 +258,34 @@ def read_video_manifest(path: str | Path, target: str) -> list[Clip]:
     path = Path(path)
     example = '{"path": "clips/a.mp4", "labels": ["open", "pour"]}' if target == "labels" else \
         '{"path": "clips/a.mp4", "text": "bin blue at f two now"}'
-    clips, seen = [], {}
-    for number, entry in read_jsonl(path, example):
-        where = f"{path}:{number}"
-        if not isinstance(entry, dict) or "path" not in entry or target not in entry:
-            raise ValueError(f"{where}: each line needs 'path' and {target!r} (data.args.target={target}), like {example}")
-        if not isinstance(entry["path"], str) or not entry["path"]:
-            raise ValueError(f"{where}: 'path' must be a string naming a video file or frame folder, got "
-                             f"{json.dumps(entry['path'])}")
-        value = entry[target]
-        if target == "labels" and (not isinstance(value, list) or not all(isinstance(x, str) and x.strip() and
-                                                                             " " not in x for x in value)):
-            raise ValueError(f"{where}: 'labels' must be a list of label names without spaces, like "
-                             f'["open", "pour"], got {json.dumps(value)[:80]}')
-        if target == "text" and not isinstance(value, str):
-            raise ValueError(f"{where}: 'text' must be a string, got {json.dumps(value)[:80]}")
-        if "id" in entry and (not isinstance(entry["id"], (str, int)) or isinstance(entry["id"], bool) or entry["id"] == ""):
-            raise ValueError(f"{where}: 'id' must be a non-empty string or an integer; or leave it out")
-        video = Path(entry["path"])
-        default_id = str(video.with_suffix("") if video.suffix.lower() in VIDEO_SUFFIXES else video) \
-            if not video.is_absolute() else video.stem
-        clip_id = str(entry.get("id", default_id))
-        if clip_id in seen:
-            raise ValueError(f"{where}: id {clip_id!r} was already used on line {seen[clip_id]}; ids must be unique")
-        seen[clip_id] = number
-        video = video if video.is_absolute() else path.parent / video
-        clips.append(Clip(clip_id, str(video), list(value), value if target == "text" else None))
+    required = (("labels", "frame_labels_path"),) if target == "labels" else ("text",)
+    entries = read_manifest(path, example, required, optional=("frame_labels_path",),
+                            media="a video file or frame folder", suffixes=VIDEO_SUFFIXES,
+                            hint=f" (data.args.target={target}; 'text' for transcripts spelled in characters)")
+    clips, cut = [], []
+    for entry in entries:
+        if target == "text":
+            if entry.frame_labels is not None:
+                raise ValueError(f"{entry.where}: 'frame_labels_path' needs token targets (data.args.target=labels): "
+                                 f"frame labels name tokens, not characters")
+            clips.append(Clip(entry.id, entry.path, list(entry.fields["text"]), entry.fields["text"]))
+            continue
+        clip = Clip(entry.id, entry.path, entry.fields.get("labels"), frame_labels=entry.frame_labels)
+        if clip.frame_labels is not None:
+            try:
+                count, clip.frame_rate = video_info(clip.path, None, source_fps)
+                if count != len(clip.frame_labels):
+                    cut.append((clip.id, count, len(clip.frame_labels)))
+                    clip.frame_labels = clip.frame_labels[:count]
+            except VideoError as e:
+                clip.error = str(e)   # a counted skip when loaded, as for any unreadable clip
+        if clip.units is None:
+            clip.units = collapse_runs(clip.frame_labels)
+        clips.append(clip)
+    if cut:
+        log.warning("%s: %d of %d clips have frame and label counts that differ (by up to %d frames); both are cut "
+                    "to the shorter, as MS-TCN does: %s", path, len(cut), len(clips),
+                    max(abs(a - b) for _, a, b in cut), ", ".join(i for i, _, _ in cut[:5]))
     return clips
 
 
@@ -278,11 +294,12 @@ def video_manifest(split: str, train: str = "", val: str = "", test: str = "", v
                    fitted: dict | None = None) -> VideoDataset:
     """One's own videos: a JSON Lines manifest per split (``train``/``val``/``test`` paths); ``split`` may also
     be a manifest path itself. ``target="labels"``: token targets, vocabulary = the sorted label names of the
-    training manifest (+ ``<unk>``); ``target="text"``: character targets scored as WER/CER. ``video``:
-    :class:`~ctcrnn.video.io.VideoConfig` fields; ``augment``: :class:`~ctcrnn.video.augment.VideoAugmentConfig`
-    fields (training only); ``cache``: a folder for decoded clips ("" = decode every time); ``source_fps``:
-    the rate of frame folders (files carry their own)."""
-    path = split_source(split, {"train": train, "val": val, "test": test}, "video_manifest")
-    return build_video_dataset("video_manifest", split, read_video_manifest(path, target), video, augment, cache,
-                               fitted, characters=target == "text", source_fps=source_fps,
+    training manifest, frame labels included (+ ``<unk>``); per-frame labels (``frame_labels_path``, see
+    :func:`read_video_manifest`) add segmentation and alignment scores; ``target="text"``: character targets
+    scored as WER/CER. ``video``: :class:`~ctcrnn.video.io.VideoConfig` fields; ``augment``:
+    :class:`~ctcrnn.video.augment.VideoAugmentConfig` fields (training only); ``cache``: a folder for decoded
+    clips ("" = decode every time); ``source_fps``: the rate of frame folders (files carry their own)."""
+    path = manifest_for_split("video_manifest", split, {"train": train, "val": val, "test": test})
+    return build_video_dataset("video_manifest", split, read_video_manifest(path, target, source_fps), video,
+                               augment, cache, fitted, characters=target == "text", source_fps=source_fps,
                                source=f"manifest {path}")

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..nn.masking import masked, valid_mask, zero_padding
 from ..nn.model import Frontend, conv_output_lengths
 
 
@@ -168,7 +169,7 @@ class FrameCNN(FrozenTrunkMixin, Frontend):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, steps = x.shape[:2]
-        valid = torch.arange(steps, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
+        valid = valid_mask(lengths.to(x.device), steps)                                          # (B, T)
         extra = []
         if self.frame_difference:
             extra.append(torch.diff(x, dim=1, prepend=x[:, :1]))
@@ -183,15 +184,6 @@ class FrameCNN(FrozenTrunkMixin, Frontend):
             # Padding frames are zero, exactly what the conv's own zero padding would give a clip alone.
             out = torch.relu(self.temporal(out.transpose(1, 2))).transpose(1, 2)
         return out
-
-
-def zero_padded_frames(x: torch.Tensor, lengths: torch.Tensor, time_dim: int) -> torch.Tensor:
-    """``x`` with the frames at or past each clip's length along ``time_dim`` set to zero. (The audio
-    frontends have the same helper; modalities do not import each other.)"""
-    valid = torch.arange(x.shape[time_dim], device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
-    shape = [x.shape[0]] + [1] * (x.dim() - 1)
-    shape[time_dim] = x.shape[time_dim]
-    return x * valid.reshape(shape).to(x.dtype)
 
 
 class LipNet3D(Frontend):
@@ -232,8 +224,8 @@ class LipNet3D(Frontend):
         x = x.transpose(1, 2)                                                  # (B, C, T, H, W)
         for block in self.blocks:
             # Zeroed padding is what the conv's own zero padding shows a clip that is alone.
-            x = block(zero_padded_frames(x, lengths, time_dim=2))
-        x = zero_padded_frames(x, lengths, time_dim=2)
+            x = block(zero_padding(x, lengths, time_dim=2))
+        x = zero_padding(x, lengths, time_dim=2)
         b, c, t, h, w = x.shape
         return x.permute(0, 2, 1, 3, 4).reshape(b, t, c * h * w)              # feature index = (c * H' + h) * W' + w
 
@@ -304,7 +296,7 @@ class CSLRFrontend(FrozenTrunkMixin, Frontend):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.to(x.device)
         batch, steps = x.shape[:2]
-        valid = torch.arange(steps, device=x.device)[None, :] < lengths[:, None]                # (B, T)
+        valid = valid_mask(lengths, steps)                                                       # (B, T)
         features = self.trunk(x[valid])                                                          # (N_valid, D)
         frames = features.new_zeros(batch, steps, self.trunk_dim)
         frames[valid] = features
@@ -319,12 +311,11 @@ class CSLRFrontend(FrozenTrunkMixin, Frontend):
         # any output then yields one frame with length 0 instead of a crash mid-epoch.
         if frames.shape[1] < 16:
             frames = nn.functional.pad(frames, (0, 0, 0, 16 - frames.shape[1]))
-        out = zero_padded_frames(frames.transpose(1, 2), lengths, time_dim=2)                   # (B, D, T)
+        out = zero_padding(frames.transpose(1, 2), lengths, time_dim=2)                         # (B, D, T)
         for layer in self.temporal:
             lengths = lengths - 4
-            for module in layer:
-                out = zero_padded_frames(module(out), lengths, time_dim=2)
+            out = masked(layer, out, lengths, time_dim=2)
             lengths = torch.div(lengths, 2, rounding_mode="floor")
-            out = zero_padded_frames(self.pool(out), lengths, time_dim=2)
+            out = zero_padding(self.pool(out), lengths, time_dim=2)
         # Batch time past the longest clip (when x was padded beyond it) carries no frames.
         return out[:, :, : max(int(lengths.max()), 1)].transpose(1, 2)

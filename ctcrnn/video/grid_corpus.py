@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..data import BLANK_LABEL
+from ..randomness import mix_seed
 from .datasets import VIDEO_SUFFIXES, Clip, VideoDataset, build_video_dataset
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ def grid_splits(speakers: dict[int, list[Clip]], setting: str, groups: dict | No
         splits = {"train": [], "val": [], "test": []}
         for number, clips in sorted(speakers.items()):
             order = sorted(clips, key=lambda c: c.id)
-            random.Random(seed * 1000 + number).shuffle(order)
+            # mix_seed with its own multiplier: the value seed * 1000 + speaker that published splits came from.
+            random.Random(mix_seed(seed, number, multipliers=(1000,))).shuffle(order)
             splits["test"] += order[:test_per_speaker]
             splits["val"] += order[test_per_speaker : test_per_speaker + val_per_speaker]
             splits["train"] += order[test_per_speaker + val_per_speaker :]

@@ -167,6 +167,13 @@ def _limit(indices: list[int], cfg: VideoConfig) -> list[int]:
     return indices[:cfg.max_frames] if cfg.max_frames else indices
 
 
+def kept_frames(num_frames: int, source_fps: float, cfg: VideoConfig) -> list[int]:
+    """Indices of the frames :func:`read_video` keeps of ``num_frames`` frames at ``source_fps``, at their
+    nominal times ``i / source_fps`` (``cfg.fps`` then ``cfg.max_frames``): exactly a frame folder's, and a
+    file's whenever its timestamps are regular. Index per-frame labels with it to keep them aligned."""
+    return _limit(select_frames([i / source_fps for i in range(num_frames)], source_fps, cfg.fps), cfg)
+
+
 # ---------------------------------------------------------------- decoding
 
 def _decode_file(path: str, cfg: VideoConfig) -> list[np.ndarray]:
@@ -215,7 +222,7 @@ def _read_image(path: str) -> np.ndarray:
 
 def _decode_folder(folder: str, cfg: VideoConfig, source_fps: float) -> list[np.ndarray]:
     files = frame_files(folder)
-    keep = _limit(select_frames([i / source_fps for i in range(len(files))], source_fps, cfg.fps), cfg)
+    keep = kept_frames(len(files), source_fps, cfg)
     images = [_read_image(files[i]) for i in keep]
     first = images[0].shape[:2]
     for i, image in zip(keep, images):

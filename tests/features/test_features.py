@@ -266,7 +266,7 @@ def test_features_manifest_reads_paths_labels_and_frame_label_files(tmp_path):
     with pytest.raises(ValueError, match=r"train.jsonl:1: label 'shake' is not in the model's labels"):
         build_dataset("features_manifest", "train", {"train": str(manifest)}, fitted=fitted_of(dataset))
     manifest.write_text(json.dumps({"path": "feats/a.npy"}) + "\n")
-    with pytest.raises(ValueError, match="train.jsonl:1: needs 'labels'"):
+    with pytest.raises(ValueError, match=r"train.jsonl:1: missing key\(s\) \[one of 'labels', 'frame_labels_path'\]"):
         build_dataset("features_manifest", "train", {"train": str(manifest)})
 
 

@@ -90,7 +90,7 @@ def test_manifest_text_targets_are_characters_with_a_word_delimiter(manifest):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"path": "a.mp4"}', "needs 'path' and 'labels'"),
+    ('{"path": "a.mp4"}', "needs 'path' and one of 'labels', 'frame_labels_path'"),
     ('{"path": "a.mp4", "labels": "open pour"}', "must be a list of label names"),
     ('not json', "not a JSON object"),
 ])
@@ -99,6 +99,52 @@ def test_manifest_errors_name_file_and_line(tmp_path, line, message):
     path.write_text('{"path": "ok.mp4", "labels": ["a"]}\n\n' + line + "\n")
     with pytest.raises(ValueError, match=f"m.jsonl:3: .*{message}"):
         build_dataset("video_manifest", "train", {"train": str(path)})
+
+
+def test_manifest_frame_labels_follow_the_frames_read(manifest, tmp_path, caplog):
+    names = manifest["frame_names"]
+    train_set = build_dataset("video_manifest", "train", {"train": str(manifest["framed_train"])})
+    # Frame-label names join the vocabulary ("SIL" is in no transcript); a line without "labels" takes its
+    # frame labels with runs collapsed as its transcript.
+    assert train_set.labels == [BLANK_LABEL, "SIL", *manifest["labels"], UNKNOWN_TOKEN]
+    items = {train_set.clips[i].id: train_set[i] for i in range(len(train_set))}
+    assert [train_set.labels[t] for t in items["wave"]["target"]] == ["SIL", "wave", "close"]
+    assert [train_set.labels[t] for t in items["clips/stir"]["target"]] == ["pour", "stir", "close"]
+    for clip_id, item in items.items():
+        if clip_id == "clips/broken":  # unreadable: a counted skip, as without frame labels
+            assert "error" in item and "broken.mp4" in item["error"]
+            continue
+        assert [train_set.labels[t] for t in item["frame_labels"]] == names[clip_id]
+        assert item["input"].shape[0] == len(names[clip_id]) == manifest["frames"]
+    batch = collate(list(items.values()), tuple(train_set.input_spec["step_shape"]))
+    assert [len(f) for f in batch["frame_labels"]] == batch["lengths"].tolist()
+    # Read at half the rate: every other frame, and the label of each frame kept (a file and a frame folder).
+    half = build_dataset("video_manifest", "train", {"train": str(manifest["framed_val"]), "video": {"fps": 12.5}})
+    for i, clip in enumerate(half.clips):
+        item = half[i]
+        assert item["input"].shape[0] == len(item["frame_labels"]) == manifest["frames"] // 2
+        assert [half.labels[t] for t in item["frame_labels"]] == names[clip.id][::2]
+    # Temporal rescaling (training augmentation) takes each kept frame's label along.
+    stretched = build_dataset("video_manifest", "train", {"train": str(manifest["framed_val"]),
+                                                          "augment": {"temporal_rescale": 0.5}})
+    for epoch in range(3):
+        stretched.set_epoch(epoch, 0)
+        item = stretched[0]
+        labels = [stretched.labels[t] for t in item["frame_labels"]]
+        assert item["input"].shape[0] == len(labels) and labels == sorted(labels, key=names["clips/pour"].index)
+    # A label file 3 lines short of its clip: frames and labels are cut to the shorter, and that is logged.
+    (tmp_path / "short.txt").write_text("".join(f"{n}\n" for n in names["clips/pour"][:-3]))
+    short = tmp_path / "short.jsonl"
+    clip = manifest["framed_train"].parent / "clips" / "pour.mp4"
+    short.write_text(json.dumps({"path": str(clip), "labels": ["open", "pour"], "frame_labels_path": "short.txt"}) + "\n")
+    with caplog.at_level("WARNING"):
+        cut = build_dataset("video_manifest", "val", {"val": str(short)}, fitted=fitted_of(train_set))
+    assert "1 of 1 clips have frame and label counts that differ (by up to 3 frames)" in caplog.text
+    assert cut[0]["input"].shape[0] == len(cut[0]["frame_labels"]) == manifest["frames"] - 3
+    # Frame labels name tokens: with character targets they are refused, naming the line.
+    short.write_text(json.dumps({"path": str(clip), "text": "open pour", "frame_labels_path": "short.txt"}) + "\n")
+    with pytest.raises(ValueError, match="short.jsonl:1: 'frame_labels_path' needs token targets"):
+        build_dataset("video_manifest", "train", {"train": str(short), "target": "text"})
 
 
 def test_frame_cache_second_read_does_not_decode(manifest, tmp_path):
@@ -247,6 +293,21 @@ def test_tiny_manifest_run_trains_evaluates_and_counts_the_broken_clip(manifest,
     run = tiny_run(tmp_path, "video_manifest", args, references)
     assert run["rows"][0]["skipped_samples"] == 1
     assert run["summary"]["clips"] == 3 and run["summary"]["unreadable"] == 0
+
+
+def test_tiny_manifest_run_with_frame_labels_scores_segmentation_and_alignment(manifest, tmp_path):
+    args = (f"{{train: {manifest['framed_train']}, val: {manifest['framed_val']}, test: {manifest['framed_val']}, "
+            f"video: {{size: [16, 16]}}}}")
+    references = {**{k: " ".join(labels) for k, (labels, _) in list(MANIFEST_CLIPS.items())[:2]},
+                  "wave": "SIL wave close"}
+    run = tiny_run(tmp_path, "video_manifest", args, references, **{"eval.background": "[SIL]"})
+    summary = run["summary"]
+    assert summary["clips"] == 3 and summary["unreadable"] == 0
+    for setting in ("segmentation", "alignment"):
+        scores = summary[setting]
+        assert {"acc", "edit", "f1@10", "f1@25", "f1@50", "acc_no_bg", "unaligned_clips"} <= set(scores)
+        assert all(0.0 <= scores[k] <= 100.0 for k in ("acc", "edit", "f1@10", "f1@25", "f1@50", "acc_no_bg"))
+    assert (tmp_path / "eval" / "segments.png").exists()
 
 
 def test_tiny_grid_run_scores_wer_and_cer(grid_root, tmp_path):
