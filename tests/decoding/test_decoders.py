@@ -1,7 +1,7 @@
-"""Greedy CTC decoding on hand-made log-probs whose best path is known."""
+"""Greedy CTC decoding on hand-made log-probs whose best path is known, and the decoder's greedy path (beam 1)."""
 import torch
 
-from ctcrnn.decoding.decoders import greedy_decode
+from ctcrnn.decoding.decoders import greedy_decode, prefix_beam_search
 
 
 def log_probs_for(paths: list[list[int]], num_classes: int = 4) -> torch.Tensor:
@@ -37,3 +37,9 @@ def test_all_blank_is_empty():
 def test_other_blank_index():
     paths = [[3, 1, 3, 1, 0]]
     assert greedy_decode(log_probs_for(paths), full(paths), blank=3) == [[1, 1, 0]]
+
+
+def test_greedy_decoding_of_frameless_input():
+    """Regression: beam 1 (greedy) on log-probs with no frames crashed in the CTC likelihood of the results."""
+    hyps = prefix_beam_search(torch.zeros(2, 0, 4), torch.zeros(2, dtype=torch.long), 1)
+    assert [(h[0].tokens, h[0].score) for h in hyps] == [([], 0.0), ([], 0.0)]

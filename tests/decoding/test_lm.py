@@ -1,7 +1,8 @@
 """n-gram LMs (ARPA reading with back-off, the Witten-Bell builder) and their fusion into the beam search
-(LM scores, word bonus, lexicon, hotwords), against hand-computed values."""
+(LM scores, word bonus, lexicon, hotwords), against hand-computed values; LM tuning with flashlight's decoder."""
 import gzip
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -155,6 +156,46 @@ def test_build_command(tmp_path):
     chars = read_arpa(tmp_path / "c.arpa")
     assert {"t", "h", "e", "|", "c", "a", "s"} <= set(chars.vocab)
     assert chars.log_prob("|", ["h", "e"]) > chars.log_prob("a", ["h", "e"])  # "he" is always followed by "|"
+
+
+def test_lm_with_an_empty_order():
+    """A 5-gram built from one-word sentences lists no 4- or 5-grams: its bound, its scores and a search with it
+    are what Witten-Bell gives."""
+    lm = build_ngram_lm([["a"], ["b"]], order=5)
+    assert [len(ids) for ids, _, _ in lm.ngrams] == [5, 4, 2, 0, 0]
+    # Witten-Bell by hand (vocabulary a, b, </s>, <unk>): P(a) = (1 + 3/4)/7 = 1/4, P(</s>) = (2 + 3/4)/7 = 11/28;
+    # P(a | <s>) = (1 + 2 P(a))/4 = 3/8; P(</s> | a) = (1 + P(</s>))/2 = 39/56, P(b | a) = P(b)/2 = 1/8 (and
+    # a, b swapped); P(</s> | <s> a) = (1 + 39/56)/2 = 95/112, the largest listed probability (no back-off is
+    # above 1); P(b | <s> a) = P(b | a)/2 = 1/16. Longer contexts are unlisted: they fall back to the last word.
+    assert lm.max_log_prob() == pytest.approx(math.log(95 / 112), abs=1e-6)
+    assert lm.log_prob("</s>", ["<s>", "a", "b", "a"]) == pytest.approx(math.log(39 / 56), abs=1e-6)
+    # The search over a peaky "a|b|a": lm_score = 0.5 ln(P(a|<s>) P(b|<s> a) P(a|<s> a b) P(</s>|<s> a b a)),
+    # am_score the CTC log-likelihood of the tokens (a beam of 64 keeps all but ~1e-10 of it).
+    labels = ["-", "a", "b", "|"]
+    tokens = [labels.index(c) for c in "a|b|a"]
+    rows = torch.full((2 * len(tokens), len(labels)), -8.0, dtype=torch.float64)
+    rows[1::2, 0] = 0.0
+    rows[0::2][torch.arange(len(tokens)), tokens] = 0.0
+    log_probs = rows.log_softmax(-1).unsqueeze(0)
+    hyp = prefix_beam_search(log_probs, torch.tensor([len(rows)]), 64, labels=labels, word_delimiter=3, lm=lm,
+                             lm_weight=0.5, timestamps=False)[0][0]
+    assert hyp.tokens == tokens
+    assert hyp.lm_score == pytest.approx(0.5 * math.log(3 / 8 * 1 / 16 * 1 / 8 * 39 / 56), abs=1e-5)
+    ctc = -torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.tensor([tokens]), torch.tensor([len(rows)]),
+                                        torch.tensor([len(tokens)]), reduction="sum")
+    assert hyp.am_score == pytest.approx(float(ctc), abs=1e-8)
+    assert hyp.score == pytest.approx(hyp.am_score + hyp.lm_score)
+
+
+def test_a_minus_inf_back_off_scores_minus_inf_only_where_it_applies(tmp_path):
+    """A back-off of log 0 scores -inf where it applies and nowhere else (no NaN)."""
+    (tmp_path / "zero.arpa").write_text(
+        "\\data\\\nngram 1=5\nngram 2=2\n\n\\1-grams:\n-99\t<s>\t-0.3\n-0.5\t</s>\n-0.4\ta\t-inf\n-0.6\tb\t-0.2\n"
+        "-1.0\t<unk>\n\n\\2-grams:\n-0.2\t<s> a\n-0.1\ta </s>\n\n\\end\\\n")
+    zero = read_arpa(tmp_path / "zero.arpa")
+    assert zero.log_prob("b", ["a"]) == -math.inf
+    assert zero.log_prob("</s>", ["a"]) == pytest.approx(-0.1 * LN10, abs=1e-6)
+    assert zero.log_prob("a", ["<s>"]) == pytest.approx(-0.2 * LN10, abs=1e-6)
 
 
 # ---------------------------------------------------------------- fusion into the beam search
@@ -380,3 +421,29 @@ def test_flashlight_decoder_refuses_what_flashlight_cannot_do():
         FlashlightDecoder(["-", "a", "|"], word_bonus=1.0)
     with pytest.raises(ValueError, match="a lexicon needs word_delimiter"):
         FlashlightDecoder(["-", "a", "|"], lexicon=["a"])
+
+
+# ---------------------------------------------------------------- tune-lm --decoder flashlight
+def test_tune_lm_with_flashlight_and_no_lexicon_does_not_fail_after_running_the_model(monkeypatch, tmp_path):
+    """`ctcrnn tune-lm --decoder flashlight` without --lexicon: the default word-bonus grid (-1, 0, 1, 2)
+    holds bonuses that flashlight's lexicon-free decoder rejects, and tune_lm finds out only after running
+    the model over the whole validation split. It must either work or refuse before the model runs."""
+    from ctcrnn.evaluation import lm_tuning  # flashlight-text is in the test extra: this runs, never skipped
+
+    labels = ["-", "a", "b", "c"]
+    arpa = tmp_path / "chars.arpa"
+    write_arpa(build_ngram_lm([list("abc"), list("cab"), list("bca")], order=2), arpa)
+    g = torch.Generator().manual_seed(0)
+    rows = [{"id": str(i), "ref": [1, 2], "hyp": [1, 2], "log_probs": torch.randn(6, 4, generator=g).log_softmax(-1)}
+            for i in range(3)]
+    ran = []
+    cfg = SimpleNamespace(data=SimpleNamespace(eval_batch_size=2, num_workers=0))
+    monkeypatch.setattr(lm_tuning, "load_for_evaluation",
+                        lambda *a, **k: ({"labels": labels, "input_spec": {}}, cfg, "val", None, None))
+    monkeypatch.setattr(lm_tuning, "run_model", lambda *a, **k: ran.append(True) or rows)
+    try:
+        result = lm_tuning.tune_lm("unused.pt", arpa, device="cpu", engine="flashlight")
+    except ValueError:
+        assert not ran, "tune_lm ran the model over the whole split, then failed on its default bonus grid"
+    else:
+        assert result["grid"]

@@ -1,6 +1,7 @@
 """CTC prefix beam search against oracles: a brute-force sum over all alignments on tiny inputs, a plain
 Python prefix beam search (dicts, one prefix at a time) for pruned searches, greedy decoding at beam 1,
-hand-made peaky inputs for repeats and timestamps, flashlight-text (a test dependency) and pyctcdecode if installed."""
+hand-made peaky inputs for repeats and timestamps, flashlight-text (a test dependency) and pyctcdecode if installed;
+then regressions: score-bound pruning on a near tie, utterances whose prefixes all die, argument checks."""
 import importlib.util
 import itertools
 import math
@@ -10,7 +11,9 @@ import torch
 
 from ctcrnn.decoding import prefix_search as beam_search
 from ctcrnn.decoding.decoders import BeamSearchDecoder, greedy_decode, prefix_beam_search
+from ctcrnn.decoding.fusion import LMFusion
 from ctcrnn.decoding.lm import build_ngram_lm
+from ctcrnn.decoding.prefix_search import ctc_prefix_search
 
 
 def log_probs_for(rows: list[list[float]]) -> torch.Tensor:
@@ -240,6 +243,63 @@ def test_decoder_object_is_reusable_and_float32_matches_float64():
     first, second = decoder(log_probs, torch.tensor([12, 10, 5])), decoder(log_probs.float(), torch.tensor([12, 10, 5]))
     assert [[h.tokens for h in n] for n in first] == [[h.tokens for h in n] for n in second]
     assert [h.score for n in first for h in n] == pytest.approx([h.score for n in second for h in n], abs=1e-4)
+
+
+# ---------------------------------------------------------------- regressions from reviews
+def test_score_bound_pruning_equals_the_unpruned_search_on_a_near_tie(monkeypatch):
+    """Exactness: the pruned search must keep what the same search without the bound keeps. Token "a"
+    lies 5e-10 below the floor computed with max_gain() = 0.1, but the float32 bonus it earns is
+    0.1 + 1.5e-9, so unpruned it outscores the stay; pruned it is never built."""
+    fusion = LMFusion(["-", "a", "b"], word_bonus=0.1, lm_unit="token")
+    y_blank = math.log(0.5)
+    y_a = y_blank - 0.1 - 5e-10
+    log_probs = torch.tensor([[[y_blank, y_a, math.log(1 - 0.5 - math.exp(y_a))]]], dtype=torch.float64)
+    pruned = ctc_prefix_search(log_probs, torch.tensor([1]), 1, fusion=fusion)
+    monkeypatch.setattr(LMFusion, "max_gain", lambda self: math.inf)
+    unpruned = ctc_prefix_search(log_probs, torch.tensor([1]), 1, fusion=fusion)
+    assert pruned.tokens == unpruned.tokens
+    assert pruned.am_scores[0][0] + pruned.lm_scores[0][0] >= unpruned.am_scores[0][0] + unpruned.lm_scores[0][0]
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_an_utterance_whose_prefixes_all_die_decodes_in_a_batch_as_alone(wide, monkeypatch):
+    """Regression: on a frame where the blank is impossible and every token is pruned, all of an utterance's
+    prefixes get probability 0. Alone it decodes to [] (score -inf); in a batch its beams picked up the
+    tokens of slots made for the other utterance (on wide frames the blank, which then broke timestamps
+    for the whole batch)."""
+    monkeypatch.setattr(beam_search, "_WIDE_FRAMES", 0 if wide else math.inf)
+    log_probs = torch.full((2, 3, 4), -math.inf, dtype=torch.float64)
+    log_probs[0] = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.7, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1]]).log()
+    log_probs[1, 0] = torch.tensor([0.0, 1 / 3, 1 / 3, 1 / 3]).log()  # blank impossible, tokens below -1
+    log_probs[1, 1:] = torch.tensor([0.1, 0.1, 0.1, 0.7]).log()
+    lengths, options = torch.tensor([3, 3]), dict(token_prune_threshold=-1.0, token_prune_topk=1, nbest=3)
+    together = prefix_beam_search(log_probs, lengths, 3, **options)  # timestamps on
+    alone = prefix_beam_search(log_probs[1:], lengths[1:], 3, **options)[0]
+    assert [(h.tokens, h.score) for h in together[1]] == [(h.tokens, h.score) for h in alone] == [([], -math.inf)]
+    assert together[0][0].tokens == [1, 2]
+
+
+def test_an_empty_batch_with_blank_skipping_decodes_to_nothing():
+    """Regression: B = 0 with skip_blank_threshold crashed on max() of an empty tensor."""
+    assert prefix_beam_search(torch.zeros(0, 5, 4), torch.zeros(0, dtype=torch.long), 4,
+                              skip_blank_threshold=0.9) == []
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_lengths_beyond_the_frames_are_a_clear_error(beam):
+    """Regression: beam 1 crashed inside torch's CTC loss on a length above T, while beam 4 clamped it."""
+    log_probs = torch.randn(2, 3, 4).log_softmax(-1)
+    for lengths in ([5, 2], [-1, 2]):
+        with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
+            prefix_beam_search(log_probs, torch.tensor(lengths), beam)
+        with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
+            ctc_prefix_search(log_probs, torch.tensor(lengths), beam)
+
+
+def test_token_prune_topk_must_be_positive():
+    log_probs = torch.zeros(1, 3, 4).log_softmax(-1)
+    with pytest.raises(ValueError, match="token_prune_topk"):
+        ctc_prefix_search(log_probs, torch.tensor([3]), 2, token_prune_topk=0)
 
 
 # ---------------------------------------------------------------- other decoders, where installed
