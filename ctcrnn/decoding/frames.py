@@ -19,6 +19,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..nn.masking import valid_mask
+
 __all__ = ["Candidates", "FrameReader", "compact_frames"]
 
 
@@ -109,8 +111,7 @@ def compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     batch, steps, num_classes = log_probs.shape
     if skip_blank_threshold is None or batch == 0:
         return log_probs[:, :int(lengths.max()) if batch else 0], lengths
-    frame = torch.arange(steps, device=log_probs.device)
-    padding = frame.unsqueeze(0) >= lengths.unsqueeze(1)
+    padding = ~valid_mask(lengths.to(log_probs.device), steps)
     skip = padding | (log_probs[..., blank] > math.log(skip_blank_threshold))
     if steps == 0 or not bool(skip.any()):
         return log_probs, lengths
