@@ -16,7 +16,7 @@ from ctcrnn.registry import create_model
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 SHRINK = {"synthetic_actions": ["data.args.train_size=4", "data.args.frame_size=16", "data.args.max_frames=48"],
-          "synthetic_dtmf": ["data.args.train_size=4"]}
+          "synthetic_dtmf": ["data.args.train_size=4"], "synthetic_textlines": ["data.args.train_size=4"]}
 
 
 def librispeech_fixture(root: Path) -> None:
@@ -45,6 +45,10 @@ def test_recipe_builds_and_takes_a_step(path, tmp_path):
         from tests.fixtures.video import write_grid
         write_grid(tmp_path)
         overrides += [f"data.args.root={tmp_path}", "data.args.test_per_speaker=1"]
+    if cfg.data.name == "iam_lines":
+        from tests.fixtures.image import write_iam
+        write_iam(tmp_path)  # the recipe's split files (splits/aachen/*.lst) are read relative to the root
+        overrides.append(f"data.args.root={tmp_path}")
     if cfg.data.name == "phoenix2014":
         from tests.fixtures.video import write_phoenix2014
         write_phoenix2014(tmp_path, frames=32)  # CSLR divides time by 4: enough frames for five glosses

@@ -29,6 +29,13 @@ SMOKE_INPUTS = {
     "cslr_resnet18_bilstm": ((3, 16, 16), 9, [{"trunk": "small", "hidden": 8},
                                               {"trunk": "small", "hidden": 6, "freeze_trunk": True,
                                                "aux_ctc_weight": 0.0}]),
+    # Text lines: (1, H) columns of pixels, width stride 4 (the shortest smoke input is 4 columns: puigcerver2017's
+    # default stride 8 is covered by tests/image/test_models.py).
+    "crnn": ((1, 32), 13, [{}, {"rnn_projection": False}]),
+    "crnn_small": ((1, 32), 13, [{"channels": (4, 4, 8, 8, 8, 8), "collapse_channels": 8}]),
+    "puigcerver2017": ((1, 32), 13, [{"channels": (2, 3, 4, 5, 6), "pooled_blocks": 2},
+                                     {"channels": (2, 3, 4, 5, 6), "pooled_blocks": 2, "conv_dropout": 0.0,
+                                      "dropout": 0.0}]),
 }
 CASES = [(name, i) for name in list_models() for i in range(len(SMOKE_INPUTS.get(name, (0, 0, [{}]))[2]))]
 

@@ -5,4 +5,4 @@ Importing this package registers every built-in modality and architecture (``vid
 per-frame features (I3D) -> projection -> BiGRU, for weakly supervised action labelling); ``ctcrnn/__init__``
 imports it, so ``ctcrnn.create_model(name)`` sees them all.
 """
-from . import audio, features, video  # noqa: F401  (registers entries)
+from . import audio, features, image, video  # noqa: F401  (registers entries)
