@@ -17,7 +17,6 @@ Must never import the core training code or another modality.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import BLANK_LABEL, read_jsonl
+from ..data import BLANK_LABEL, manifest_for_split, read_manifest
 from ..nn.ctc import min_ctc_frames
 from ..randomness import item_generator
 from .augment import LineAugmentConfig, augment_line
@@ -235,38 +234,12 @@ MANIFEST_EXAMPLE = '{"path": "lines/a.png", "text": "A MOVE to stop"}'
 
 
 def read_image_manifest(path: str | Path) -> list[Line]:
-    """``{"path": "lines/a.png", "text": "..."}`` per line, optional ``"id"``; paths relative to the manifest.
-
-    A line that is not JSON, lacks a key, holds a value of the wrong type or repeats an id is an error naming
-    the file and line (a silent skip would hide the bug in whatever wrote the manifest). Without an ``"id"`` a
-    line is named by its image path relative to the manifest, without the suffix. Image headers are read
-    here (sizes for batching); an unreadable image is kept, skipped when loaded and listed in skipped.tsv.
-    """
-    path = Path(path)
-    lines, seen, bad = [], {}, 0
-    for number, entry in read_jsonl(path, MANIFEST_EXAMPLE):
-        where = f"{path}:{number}"
-        if not isinstance(entry, dict) or "path" not in entry or "text" not in entry:
-            missing = [k for k in ("path", "text") if not isinstance(entry, dict) or k not in entry]
-            raise ValueError(f"{where}: missing key(s) {missing}; each line needs 'path' and 'text', like "
-                             f"{MANIFEST_EXAMPLE}")
-        if not isinstance(entry["path"], str) or not entry["path"]:
-            raise ValueError(f"{where}: 'path' must be a string naming the line image (relative to the manifest's "
-                             f"folder), got {json.dumps(entry['path'])}")
-        if not isinstance(entry["text"], str):  # a ValueError, as every data error: the CLI reports those
-            raise ValueError(f"{where}: 'text' must be a string (the transcript in quotes), got "  # noqa: TRY004
-                             f"{json.dumps(entry['text'])[:80]}")
-        if "id" in entry and (not isinstance(entry["id"], (str, int)) or isinstance(entry["id"], bool)
-                              or entry["id"] == ""):
-            raise ValueError(f"{where}: 'id' must be a non-empty string or an integer, got {json.dumps(entry['id'])}; "
-                             f"or leave it out to name the line by its path")
-        image = Path(entry["path"])
-        default_id = str(image.with_suffix("")) if not image.is_absolute() else image.stem
-        line_id = str(entry.get("id", default_id))
-        if line_id in seen:
-            raise ValueError(f"{where}: id {line_id!r} was already used on line {seen[line_id]}; ids must be unique")
-        seen[line_id] = number
-        line = Line(line_id, entry["text"], str(image if image.is_absolute() else path.parent / image))
+    """``{"path": "lines/a.png", "text": "..."}`` per line, optional ``"id"``; paths relative to the manifest,
+    checked by :func:`ctcrnn.data.read_manifest` (errors name the file and line). Image headers are read here
+    (sizes for batching); an unreadable image is kept, skipped when loaded and listed in skipped.tsv."""
+    lines, bad = [], 0
+    for entry in read_manifest(path, MANIFEST_EXAMPLE, required=("text",), media="the line image"):
+        line = Line(entry.id, entry.fields["text"], entry.path)
         try:
             line.width, line.height = line_size(line.path)
         except ImageError as e:
@@ -276,14 +249,6 @@ def read_image_manifest(path: str | Path) -> list[Line]:
         log.warning("%s: %d of %d line images cannot be read; they will be skipped and listed in skipped.tsv",
                     path, bad, len(lines))
     return lines
-
-
-def manifest_path(split: str, paths: dict, name: str) -> str:
-    path = paths.get(split) or (split if split.endswith((".jsonl", ".json")) else None)
-    if not path:
-        raise ValueError(f"{name} has no manifest for split {split!r}: set data.args.{split}=path.jsonl "
-                         f"or pass a .jsonl path as the split")
-    return path
 
 
 def image_manifest(split: str, train: str = "", val: str = "", test: str = "", line: dict | None = None,
@@ -296,6 +261,6 @@ def image_manifest(split: str, train: str = "", val: str = "", test: str = "", l
     file instead of the characters of the training transcripts; ``stride``: the model's width stride in
     pixels (4 for ``crnn``/``crnn_small``, 8 for ``puigcerver2017``), for dropping training lines too narrow
     for their transcript with a message naming the width they need (0: leave it to the model's CTC check)."""
-    path = manifest_path(split, {"train": train, "val": val, "test": test}, "image_manifest")
+    path = manifest_for_split("image_manifest", split, {"train": train, "val": val, "test": test})
     return build_line_dataset("image_manifest", split, read_image_manifest(path), line, augment, tokens, fitted,
                               stride, source=f"manifest {path}")
