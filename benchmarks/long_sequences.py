@@ -25,7 +25,9 @@ profiler on the warm-up step and printed.
     python benchmarks/long_sequences.py --lengths 500 1000 --models gru transformer --steps 1
     python benchmarks/long_sequences.py --device cuda --max-gb 120 --lengths 1000 4000 16000 64000 256000
 
-CPU memory is read from /proc (Linux). Benchmark only: nothing in ctcrnn imports this file.
+CPU memory is read from /proc (Linux). ``probe(models, lengths, **options)`` runs the same from Python;
+``ctcrnn compare`` loads this file by path for its short time/memory-vs-length table (ctcrnn never imports it
+as a module, so an installed package without benchmarks/ just skips that table).
 """
 from __future__ import annotations
 
@@ -262,7 +264,33 @@ def cell(result: dict | None, args) -> str:
     return f"crash (rc {result['returncode']})"
 
 
-def main() -> None:
+def shared_argv(args) -> list[str]:
+    """Everything a child needs besides its (model, T), passed on as given."""
+    return [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in (
+        "batch", "steps", "time_budget", "device", "max_gb", "threads", "features", "vocab", "target_length", "hidden",
+        "layers", "width", "heads", "ffn", "transformer_layers")]
+
+
+def probe(models, lengths, **options) -> dict[tuple[str, int], dict]:
+    """The probe as a function: {(model, T): result} (``status`` ok/oom/timeout/crash, ``time`` s, ``peak_gib``)
+    for each model at each T, every run in a fresh subprocess; ``options`` are the command-line options
+    (``hidden=64, threads=1, steps=1, timeout=60``). A model is not run at larger T once it failed."""
+    args = make_parser().parse_args([])
+    for key, value in options.items():
+        if not hasattr(args, key):
+            raise TypeError(f"probe() got an unknown option {key!r}")
+        setattr(args, key, value)
+    args.shared_argv = shared_argv(args)
+    results: dict[tuple[str, int], dict] = {}
+    for name in models:
+        for length in lengths:
+            results[(name, length)] = run_one(name, length, args)
+            if results[(name, length)]["status"] != "ok":
+                break
+    return results
+
+
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--lengths", nargs="+", type=int,
@@ -289,16 +317,18 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    parser = make_parser()
     args = parser.parse_args()
     if args.child:
         run_child(args)
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device on this machine")
-    # Everything the child needs besides its (model, T), passed on as given.
-    args.shared_argv = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in (
-        "batch", "steps", "time_budget", "device", "max_gb", "threads", "features", "vocab", "target_length", "hidden",
-        "layers", "width", "heads", "ffn", "transformer_layers")]
+    args.shared_argv = shared_argv(args)
     with open("/proc/meminfo") as meminfo:
         available = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable")) * 1024 / GIB
     if args.device == "cpu" and available < args.max_gb + 1:

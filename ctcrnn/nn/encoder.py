@@ -1,4 +1,5 @@
-"""The RNN encoder stack: stacked (bi)directional GRU/LSTM over padded, variable-length sequences.
+"""The encoder stack: stacked (bi)directional GRU/LSTM over padded, variable-length sequences, or (by
+``EncoderConfig.type``) a Transformer (``transformer.py``) or a dilated temporal convolution stack (``tcn.py``).
 
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
@@ -9,9 +10,11 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from ..registry import RegistryError, closest
 from . import cells
 from .masking import valid_mask, zero_padding
-from ..registry import RegistryError, closest
+
+ENCODER_TYPES = ("rnn", "transformer", "tcn")
 
 
 @dataclass
@@ -23,8 +26,22 @@ class EncoderConfig:
     bidirectional: bool = True
     dropout: float = 0.0         # between RNN layers and on the encoder output
     projection: int = 0          # > 0: a linear layer maps the output to this size
+    type: str = "rnn"            # rnn (cell/impl above) | transformer | tcn; checkpoints without it are rnn
+    d_model: int = 0             # transformer/tcn width; 0: hidden_size x directions (what the RNN outputs)
+    nhead: int = 4               # transformer attention heads (must divide the width)
+    ff_size: int = 0             # transformer feed-forward size; 0: 4 x width
+    kernel_size: int = 3         # tcn kernel (odd: non-causal, centred); dilations 1, 2, 4, ... per layer
 
     def __post_init__(self):
+        if self.type not in ENCODER_TYPES:
+            raise ValueError(f"encoder.type must be one of {', '.join(ENCODER_TYPES)}, got {self.type!r}")
+        if self.d_model < 0 or self.ff_size < 0 or self.nhead <= 0:
+            raise ValueError(f"encoder.d_model/ff_size must be >= 0 and nhead >= 1: {asdict(self)}")
+        if self.type == "transformer" and self.width % self.nhead:
+            raise ValueError(f"encoder.nhead={self.nhead} must divide the transformer width {self.width} "
+                             f"(encoder.d_model, or hidden_size x directions)")
+        if self.type == "tcn" and (self.kernel_size < 1 or self.kernel_size % 2 == 0):
+            raise ValueError(f"encoder.kernel_size must be odd and positive (a centred kernel), got {self.kernel_size}")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"encoder.cell must be 'gru' or 'lstm', got {self.cell!r}")
         if self.impl not in ("fused", "reference"):
@@ -35,7 +52,7 @@ class EncoderConfig:
             raise ValueError(f"encoder.dropout must be in [0, 1), got {self.dropout}")
 
     @classmethod
-    def resolve(cls, defaults: dict, overrides: "dict | EncoderConfig | None") -> "EncoderConfig":
+    def resolve(cls, defaults: dict, overrides: dict | EncoderConfig | None) -> EncoderConfig:
         """An entry's defaults updated by user overrides; unknown keys name the closest field."""
         if isinstance(overrides, EncoderConfig):
             return overrides
@@ -46,8 +63,26 @@ class EncoderConfig:
         return cls(**{**defaults, **{k: v for k, v in (overrides or {}).items() if v is not None}})
 
     @property
+    def width(self) -> int:
+        """The stack's own output size before any projection."""
+        if self.type != "rnn" and self.d_model:
+            return self.d_model
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
+    @property
     def out_dim(self) -> int:
-        return self.projection or self.hidden_size * (2 if self.bidirectional else 1)
+        return self.projection or self.width
+
+
+def build_encoder(input_size: int, config: EncoderConfig) -> nn.Module:
+    """The encoder ``config.type`` names: (B, T, F) + (B,) lengths -> (B, T, config.out_dim), padding zero."""
+    if config.type == "transformer":
+        from .transformer import TransformerEncoder
+        return TransformerEncoder(input_size, config)
+    if config.type == "tcn":
+        from .tcn import TCNEncoder
+        return TCNEncoder(input_size, config)
+    return RNNEncoder(input_size, config)
 
 
 RNN_CLASSES = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .encoder import EncoderConfig, RNNEncoder
+from .encoder import EncoderConfig, build_encoder
 
 BLANK = 0
 
@@ -63,7 +63,7 @@ class CTCModel(nn.Module):
         if num_classes < 2:
             raise ValueError(f"a CTC model needs blank plus at least one label, got num_classes={num_classes}")
         self.frontend = frontend
-        self.encoder = RNNEncoder(frontend.out_dim, encoder)
+        self.encoder = build_encoder(frontend.out_dim, encoder)
         dims = [self.encoder.out_dim, *head_hidden]
         self.dnn = nn.Sequential(*(dnn_block(a, b, head_dropout) for a, b in zip(dims, dims[1:])))
         self.head = nn.Linear(dims[-1], num_classes)

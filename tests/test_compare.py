@@ -1,0 +1,82 @@
+"""``ctcrnn compare``: a tiny two-encoder comparison end to end, continuing it, failures and bad names."""
+import json
+
+import pytest
+
+from ctcrnn.compare import compare, parse_encoders
+
+TINY = {
+    "data.args.train_size": 24, "data.args.val_size": 8, "data.args.test_size": 8,
+    "data.args.frame_size": 16, "data.args.min_frames": 20, "data.args.max_frames": 32,
+    "data.batch_size": 8, "data.eval_batch_size": 8, "data.num_workers": 0,
+    "model.args.widths": "[8, 16]", "model.args.feature_dim": 32, "model.encoder.hidden_size": 16,
+    "trainer.max_epochs": 1, "trainer.warmup_steps": 2,
+}
+
+
+def tiny(**extra) -> list[str]:
+    return [f"{k}={v}" for k, v in {**TINY, **extra}.items()]
+
+
+def test_compare_two_encoders_then_continue(tmp_path):
+    out = tmp_path / "cmp"
+    report = compare(None, "gru,transformer", out, overrides=tiny(), lengths=[])
+    for name in ("report.md", "report.json", "curves.png"):
+        assert (out / name).stat().st_size > 0
+    assert [row["encoder"] for row in report["table"]] == ["gru", "transformer"]
+    for row in report["table"]:
+        assert row["ok"] == 1 and not row["failed"] and 0 <= row["test_ter_mean"] <= 100 and row["peak_rss_mib"] > 0
+    sizing = report["sizing"]
+    assert abs(sizing["transformer"]["params_vs_gru"]) <= 0.15 and sizing["transformer"]["encoder"]["type"] == "transformer"
+    result = next(r for r in report["results"] if r["encoder"] == "transformer")
+    assert result["epochs"] == 1 and result["curve"][0][1] == result["best_val_ter"] and result["s_per_step"] > 0
+    assert "| gru |" in (out / "report.md").read_text()
+
+    # Interrupted after training the transformer but before it was marked done: the rerun continues it from
+    # its last.pt and keeps the finished GRU untouched.
+    gru_done = out / "runs" / "gru-seed0" / "done.json"
+    before = gru_done.stat().st_mtime_ns
+    (out / "runs" / "transformer-seed0" / "done.json").unlink()
+    again = compare(None, "gru,transformer", out, overrides=tiny(), lengths=[])
+    assert gru_done.stat().st_mtime_ns == before
+    resumed = next(r for r in again["results"] if r["encoder"] == "transformer")
+    assert resumed["status"] == "ok" and resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 1
+    assert json.loads((out / "report.json").read_text())["table"][1]["ok"] == 1
+
+
+def test_a_failing_variant_is_reported_while_the_others_complete(tmp_path):
+    # nhead=4 does not divide a transformer width of 30; the LSTM ignores both fields and trains.
+    report = compare(None, "lstm,transformer", tmp_path, overrides=tiny(**{"model.encoder.d_model": 30,
+                                                                            "model.encoder.nhead": 4}), lengths=[])
+    lstm, transformer = report["table"]
+    assert lstm["ok"] == 1 and not lstm["failed"]
+    assert transformer["ok"] == 0 and "nhead=4 must divide" in transformer["failed"]
+    assert "failed: transformer-seed0: ValueError" in (tmp_path / "report.md").read_text()
+
+
+def test_budget_too_small_for_one_epoch(tmp_path):
+    report = compare(None, "gru", tmp_path, overrides=tiny(), budget_minutes=0.001, lengths=[])
+    assert "too small for one epoch" in report["table"][0]["failed"]
+
+
+def test_unknown_encoder_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown encoder.*'mamba'.*choose from gru, lstm, transformer, tcn"):
+        parse_encoders("gru,mamba")
+    assert parse_encoders("gru, lstm,gru") == ["gru", "lstm"]
+
+
+def test_widths_are_sized_to_the_grus_parameters():
+    from ctcrnn.compare import best_width, size_variants
+
+    sized = size_variants(None, ["gru", "tcn", "transformer"], tiny())
+    for name in ("tcn", "transformer"):
+        assert abs(sized[name]["params_vs_gru"]) <= 0.15 and sized[name]["encoder"]["d_model"] > 0
+    assert any("model.encoder.type=tcn" == o for o in sized["tcn"]["overrides"])
+    assert best_width(lambda w: w * w, 1000, 4) == 32  # 32² = 1024 is the closest square of a multiple of 4
+
+
+def test_cli_compare_refuses_unknown_encoders(tmp_path):
+    from ctcrnn.cli import main
+
+    with pytest.raises(SystemExit, match="unknown encoder.*'bogus'.*choose from gru, lstm, transformer, tcn"):
+        main(["compare", "--encoders", "gru,bogus", "--out", str(tmp_path)])
