@@ -66,8 +66,13 @@ def link_latest(target: str | Path, link: str | Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", verify: bool = True) -> dict:
     """Load a ctcrnn checkpoint with ``weights_only=True`` (no code from the file ever runs). ``verify``
     checks every record of the archive against the CRC-32 torch.save wrote for it (torch.load does
-    not: a flipped bit inside a tensor would load silently); it costs one extra read of the file."""
+    not: a flipped bit inside a tensor would load silently); it costs one extra read of the file.
+    A bundle folder (or a shipped bundle's name, see :mod:`ctcrnn.bundle`) gives the same dict."""
+    from .bundle import looks_like_bundle_name, read_bundle
+
     path = Path(path)
+    if path.is_dir() or looks_like_bundle_name(path):
+        return read_bundle(path)  # a bundle folder or a shipped bundle's name: the same dict (BundleError if not)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -109,8 +114,21 @@ def model_from_checkpoint(state: dict):
         if key in params and key not in kwargs:
             kwargs[key] = value
     model = create_model(arch["name"], **kwargs)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"weights do not fit architecture {arch['name']!r} {arch['kwargs']}: {e}") from None
+    problems = weight_mismatches(model.state_dict(), state["model"])
+    if problems:
+        raise CheckpointError(f"weights do not fit architecture {arch['name']!r} {arch['kwargs']}: {problems}")
+    model.load_state_dict(state["model"])
     return model.eval()
+
+
+def weight_mismatches(expected: dict, given: dict, skip: tuple[str, ...] = ()) -> str:
+    """What keeps the tensors ``given`` from loading into a model whose state_dict is ``expected``, naming
+    every missing, unexpected and mis-shaped tensor ('' when they fit); names in ``skip`` are not compared."""
+    missing = [k for k in expected if k not in given and k not in skip]
+    unexpected = [k for k in given if k not in expected and k not in skip]
+    shapes = [f"{k} {tuple(given[k].shape)} where the model has {tuple(expected[k].shape)}"
+              for k in expected if k in given and k not in skip and tuple(given[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{label} {', '.join(names)}" for label, names in
+             (("missing tensors:", missing), ("unexpected tensors:", unexpected), ("mis-shaped tensors:", shapes))
+             if names]
+    return "; ".join(parts)

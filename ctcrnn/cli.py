@@ -1,5 +1,6 @@
 """The ``ctcrnn`` command: ``train``, ``evaluate``, ``transcribe``, ``align``, ``tune-lm``, ``lm``, ``plot``,
-``models``.
+``export``, ``bundle``, ``average``, ``models``. Every command that takes a checkpoint also takes a bundle
+folder or the name of a shipped bundle.
 
 ``python train.py ARGS`` is ``ctcrnn train ARGS``.
 """
@@ -147,6 +148,42 @@ def cmd_plot(args) -> None:
     print(f"learning curves written to {plot_run(args.run, args.out)}")
 
 
+def cmd_export(args) -> None:
+    from .export import export
+
+    path = export(args.checkpoint, args.out, format=args.format, with_features=args.with_features)
+    print(f"exported {path} and {path.parent / 'config.json'}")
+
+
+def cmd_bundle(args) -> None:
+    from .bundle import save_bundle, update_bundle_config
+
+    decoder = None
+    if args.beam or args.lm or args.lexicon:
+        decoder = {"beam_size": args.beam or 16, "lm_weight": args.lm_weight, "word_bonus": args.word_bonus}
+        if args.word_delimiter is not None:
+            decoder["word_delimiter"] = args.word_delimiter
+    folder = save_bundle(args.checkpoint, args.out, lm=args.lm, lexicon=args.lexicon, decoder=decoder,
+                         recipe=args.recipe, name=args.name)
+    if args.reference_clips:
+        from .evaluation.spot_check import spot_check
+
+        reference = spot_check(folder, clips=args.reference_clips, device=args.device)
+        reference["command"] = f"ctcrnn.evaluation.spot_check.spot_check(BUNDLE, clips={args.reference_clips})"
+        update_bundle_config(folder, reference=reference)
+        print(f"reference: first {reference['clips']} clips of {reference['split']}: "
+              + ", ".join(f"{k} {reference[k]:.2f}%" for k in ("ter", "wer", "cer") if k in reference))
+    print(f"bundle written to {folder}")
+
+
+def cmd_average(args) -> None:
+    from .checkpoint import save_checkpoint
+    from .training.averaging import average_checkpoints
+
+    save_checkpoint(average_checkpoints(args.checkpoints), args.out)
+    print(f"average of {len(args.checkpoints)} checkpoints written to {args.out}")
+
+
 def cmd_models(args) -> None:
     from .registry import list_models
 
@@ -231,6 +268,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (holding metrics.jsonl / steps.jsonl)")
     p.add_argument("--out", help="PNG path (default: <run>/curves.png)")
     p.set_defaults(func=cmd_plot)
+    p = sub.add_parser("export", help="export a checkpoint or bundle to ONNX or TorchScript (+ config.json)")
+    p.add_argument("checkpoint", help="checkpoint file, bundle folder or shipped bundle name")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", required=True, help="folder for model.onnx / model.pt and config.json")
+    p.add_argument("--with-features", action="store_true",
+                   help="put the preprocessing in the graph (audio: raw samples (B, N) and sample counts in)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("bundle", help="package a checkpoint as a bundle folder: safetensors weights + config.json")
+    p.add_argument("checkpoint", help="checkpoint file (or a bundle folder to re-package)")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--lm", help="n-gram LM (ARPA) to copy in and suggest for beam search")
+    p.add_argument("--lexicon", help="lexicon (one word per line) to copy in and suggest")
+    p.add_argument("--beam", type=int, help="suggested beam size (default 16 when an LM or lexicon is given)")
+    p.add_argument("--lm-weight", type=float, default=0.5, help="suggested LM weight")
+    p.add_argument("--word-bonus", type=float, default=0.0, help="suggested word bonus")
+    p.add_argument("--word-delimiter", help="the label between words, if not the model's own")
+    p.add_argument("--recipe", help="the command that trained the checkpoint, recorded in config.json")
+    p.add_argument("--name", help="bundle name (default: the folder's name)")
+    p.add_argument("--reference-clips", type=int, default=0,
+                   help="also record greedy scores on the first N test clips (re-checked by the tests)")
+    p.add_argument("--device", default="cpu", help="device for --reference-clips")
+    p.set_defaults(func=cmd_bundle)
+    p = sub.add_parser("average", help="average the weights of several checkpoints of one run (icefall's --avg)")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--out", required=True, help="checkpoint file to write, e.g. avg.pt")
+    p.set_defaults(func=cmd_average)
+    from .compare import add_arguments as add_compare_arguments, run_from_args as cmd_compare
+    p = sub.add_parser("compare", help="train GRU/LSTM/Transformer/TCN encoders on the same data and budget, "
+                       "report error, size, speed and memory (rerun to continue)")
+    add_compare_arguments(p)
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("models", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(func=cmd_models)

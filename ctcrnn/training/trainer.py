@@ -35,6 +35,7 @@ from ..randomness import rng_state, seed_everything, set_rng_state, step_seed
 from ..registry import create_model
 from ..runlog import Progress, TableLog, TensorBoardLog, record_skipped, truncate_skipped
 from .checkpoints import BATCH_PLAN_KEYS, Checkpointer, load_resume_state
+from .finetune import freeze, initialize_from
 from .distributed import DistContext, all_reduce_sum, broadcast_object, gather_lists, init_distributed
 from .stepping import Stepper, check_precision
 
@@ -43,9 +44,10 @@ log = logging.getLogger(__name__)
 
 def make_optimizer(model: torch.nn.Module, tc) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay) or SGD with momentum, from ``trainer.optimizer``."""
+    params = [p for p in model.parameters() if p.requires_grad]  # frozen ones (trainer.freeze) never move
     if tc.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
 def cosine_with_warmup(warmup: int, total: int):
@@ -179,6 +181,7 @@ def prepare_run(cfg: Config | None, resume: str | Path | None, overrides: list[s
     context, device = start_process(cfg)
     train_set, val_set, fitted = build_datasets(cfg.data, state, resume)
     model = build_model(cfg, train_set, device)
+    start_from(cfg.trainer, model, train_set.labels, fresh=state is None)
     run_dir = open_run_dir(cfg, model, context, resume_dir)
     optimizer, scheduler, stepper = build_stepper(cfg, model, train_set, device, context)
     start = {} if state is None else restore_training_state(state, model, optimizer, scheduler, stepper,
@@ -253,6 +256,20 @@ def build_model(cfg: Config, train_set, device: torch.device) -> torch.nn.Module
     if cfg.trainer.compile:
         model.frontend.compile()  # in place: state_dict keys stay as they are
     return model
+
+
+def start_from(tc, model, labels: list[str], fresh: bool) -> None:
+    """``trainer.init_from``: a new run starts from another run's or a bundle's weights (a resumed run has its
+    own); ``trainer.freeze``: those parameters stay fixed, resumed or not (requires_grad is not saved)."""
+    if tc.init_from and fresh:
+        report = initialize_from(model, tc.init_from, list(labels))
+        log.info("initialised from %s: %d tensors; labels kept %d, new %d%s, dropped %d%s", report["source"],
+                 report["loaded"], len(report["kept"]), len(report["new"]),
+                 f" ({', '.join(report['new'][:10])})" if report["new"] else "", len(report["dropped"]),
+                 f" ({', '.join(report['dropped'][:10])})" if report["dropped"] else "")
+    if tc.freeze:
+        frozen = freeze(model, list(tc.freeze))
+        log.info("frozen: %d parameter tensors under %s", len(frozen), ", ".join(tc.freeze))
 
 
 def open_run_dir(cfg: Config, model, context: DistContext, resume_dir: Path | None) -> Path:
