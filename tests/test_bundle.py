@@ -185,8 +185,10 @@ def test_unknown_names_list_the_shipped_bundles():
         load_bundle("no_such_bundle")
 
 
-def test_dtmf_is_shipped():
-    assert "dtmf" in ctcrnn.shipped_bundles()
+def test_the_embedded_tasks_are_shipped():
+    assert ctcrnn.shipped_bundles() == ["dtmf", "synthetic_actions"]
+    assert load_bundle("synthetic_actions").labels[1:] == ["stay", "move_left", "move_right", "move_up", "move_down",
+                                                           "grow", "shrink", "rotate", "blink"]
 
 
 @pytest.mark.parametrize("name", shipped_bundles())
