@@ -35,7 +35,7 @@ from ..randomness import rng_state, seed_everything, set_rng_state, step_seed
 from ..registry import create_model
 from ..runlog import Progress, TableLog, TensorBoardLog, record_skipped, truncate_skipped
 from .checkpoints import BATCH_PLAN_KEYS, Checkpointer, load_resume_state
-from .finetune import freeze, initialize_from
+from .finetune import freeze, frozen_modules, initialize_from
 from .distributed import DistContext, all_reduce_sum, broadcast_object, gather_lists, init_distributed
 from .stepping import Stepper, check_precision
 
@@ -340,6 +340,8 @@ def train_one_epoch(run: Run, epoch: int, position: int, progress: EpochProgress
     Returns ``progress`` with ``seconds`` the whole pass."""
     tc, dc, context = run.cfg.trainer, run.cfg.data, run.context
     run.model.train()
+    for module in frozen_modules(run.model, run.cfg.trainer.freeze):
+        module.eval()  # a frozen part keeps its BatchNorm statistics too, not only its weights
     loader = make_loader(run.train_set, dc.batch_size, dc.num_workers, run.device, tc.seed, epoch, dc.max_frames,
                          dc.sortagrad, start=position, shard=(context.rank, context.world))
     started, done_before, interval = time.time() - progress.seconds, progress.samples, []
