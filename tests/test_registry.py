@@ -19,6 +19,10 @@ SMOKE_INPUTS = {
                                 {"conv_channels": 2, "freq_kernels": (5, 3, 3), "freq_strides": (2, 2, 1),
                                  "time_kernels": (5, 3, 3), "time_strides": (2, 2, 1)}]),
     "deepspeech2_small": ((40,), 12, [{"conv_channels": 3}, {"conv_channels": 2, "time_strides": (1, 1)}]),
+    "deepspeech2_streaming": ((32,), 13, [{"conv_channels": 3, "lookahead": 2}]),
+    "deepspeech2_small_streaming": ((40,), 12, [{"conv_channels": 3}, {"conv_channels": 2, "time_kernels": (4, 2),
+                                                                        "time_strides": (3, 1), "lookahead": 1}]),
+    "frame_cnn_rnn_streaming": ((3, 16, 16), 9, [{}, {"temporal_kernel": 4, "temporal_stride": 2, "lookahead": 3}]),
     "crdnn": ((16,), 12, [{"channels": (3, 4), "dnn_sizes": (8, 8)},
                           {"channels": (2,), "time_pooling": 3, "kernel_size": 5, "dnn_sizes": ()},
                           {"channels": (2, 3), "time_pooling": 1, "freq_pooling": 4, "dnn_sizes": (5,)}]),
@@ -42,7 +46,7 @@ CASES = [(name, i) for name in list_models() for i in range(len(SMOKE_INPUTS.get
 
 def test_list_and_pattern():
     assert "frame_cnn_rnn" in list_models()
-    assert list_models("frame_*") == ["frame_cnn_rnn"]
+    assert list_models("frame_*") == ["frame_cnn_rnn", "frame_cnn_rnn_streaming"]
     assert list_models("nothing*") == []
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..nn.masking import masked, zero_padding
 from ..nn.model import Frontend, conv_output_lengths
+from ..nn.streaming import CausalConvStream, State, causal_pad
 
 
 def feature_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -32,45 +33,84 @@ class DeepSpeech2Conv(Frontend):
     161 STFT bins give 81 then 41 frequency rows, so 32 x 41 = 1312 features per frame (flattened
     channel-major, as deepspeech.pytorch does) at half the input frame rate. In training mode
     BatchNorm's batch statistics include the zeroed padding, as in deepspeech.pytorch.
+
+    ``causal=True`` pads time on the left only (``time_kernel - 1`` frames), so output j reads input frames up
+    to ``j * stride`` and never the future: the streaming variant (DeepSpeech 2's deployed models limit
+    their future context the same way, section 3.5), run chunk by chunk by :meth:`stream`.
     """
 
     def __init__(self, in_features: int = 161, channels: int = 32, freq_kernels: tuple[int, ...] = (41, 21),
                  freq_strides: tuple[int, ...] = (2, 2), time_kernels: tuple[int, ...] = (11, 11),
-                 time_strides: tuple[int, ...] = (2, 1), max_value: float = 20.0):
+                 time_strides: tuple[int, ...] = (2, 1), max_value: float = 20.0, causal: bool = False):
         super().__init__()
         layers = len(freq_kernels)
         if not layers or {len(freq_strides), len(time_kernels), len(time_strides)} != {layers}:
             raise ValueError(f"DeepSpeech2Conv needs one freq_kernel, freq_stride, time_kernel and time_stride per "
                              f"layer, got {freq_kernels}, {freq_strides}, {time_kernels}, {time_strides}")
-        if any(k % 2 == 0 for k in (*freq_kernels, *time_kernels)):
-            raise ValueError(f"DeepSpeech2Conv kernels must be odd (centred, half-kernel padding), got "
-                             f"freq_kernels={freq_kernels}, time_kernels={time_kernels}")
-        self.in_features = in_features
+        centred = freq_kernels if causal else (*freq_kernels, *time_kernels)
+        if any(k % 2 == 0 for k in centred) or min(time_kernels) < 1:
+            raise ValueError(f"DeepSpeech2Conv kernels must be odd where centred (half-kernel padding), got "
+                             f"freq_kernels={freq_kernels}, time_kernels={time_kernels}, causal={causal}")
+        if causal and any(k < s for k, s in zip(time_kernels, time_strides)):
+            raise ValueError(f"a causal DeepSpeech2Conv needs every time kernel >= its stride (no input frame "
+                             f"skipped), got time_kernels={time_kernels}, time_strides={time_strides}")
+        self.in_features, self.causal = in_features, causal
         self.time_kernels, self.time_strides = tuple(time_kernels), tuple(time_strides)
         self.stride = math.prod(time_strides)
         self.layers = nn.ModuleList()
+        self.layer_inputs = []  # (channels, frequency rows) each layer reads: the shape of a stream's buffers
         in_channels, freq = 1, in_features
         for fk, fs, tk, ts in zip(freq_kernels, freq_strides, time_kernels, time_strides):
+            self.layer_inputs.append((in_channels, freq))
             self.layers.append(nn.Sequential(
-                nn.Conv2d(in_channels, channels, (fk, tk), stride=(fs, ts), padding=(fk // 2, tk // 2)),
+                nn.Conv2d(in_channels, channels, (fk, tk), stride=(fs, ts), padding=(fk // 2, 0 if causal else tk // 2)),
                 nn.BatchNorm2d(channels), nn.Hardtanh(0, max_value)))
             in_channels, freq = channels, feature_size(freq, fk, fs, fk // 2)   # >= 1: odd kernels, half padding
         self.freq_out = freq
         self.out_dim = channels * freq
 
+    def _layer_lengths(self, lengths: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+        if self.causal:  # left padding kernel - 1: (L - 1) // stride + 1 outputs
+            return conv_output_lengths(lengths + kernel - 1, kernel, stride)
+        return conv_output_lengths(lengths, kernel, stride, kernel // 2)
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for kernel, stride in zip(self.time_kernels, self.time_strides):
-            lengths = conv_output_lengths(lengths, kernel, stride, kernel // 2)
+            lengths = self._layer_lengths(lengths, kernel, stride)
         return lengths
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.to(x.device)
         x = zero_padding(x.transpose(1, 2)[:, None], lengths, time_dim=3)    # (B, 1, F, T)
         for layer, kernel, stride in zip(self.layers, self.time_kernels, self.time_strides):
-            lengths = conv_output_lengths(lengths, kernel, stride, kernel // 2)
-            x = masked(layer, x, lengths, time_dim=3)
-        b, c, f, t = x.shape
-        return x.reshape(b, c * f, t).transpose(1, 2)                         # feature index = c * F' + f
+            lengths = self._layer_lengths(lengths, kernel, stride)
+            x = masked(layer, causal_pad(x, kernel, time_dim=3) if self.causal else x, lengths, time_dim=3)
+        return self._flatten(x)
+
+    @staticmethod
+    def _flatten(x: torch.Tensor) -> torch.Tensor:
+        b, c, f, _ = x.shape
+        return x.reshape(b, c * f, -1).transpose(1, 2)                        # feature index = c * F' + f
+
+    def _streams(self) -> list[CausalConvStream]:
+        return [CausalConvStream(layer, k, s, time_dim=3)
+                for layer, k, s in zip(self.layers, self.time_kernels, self.time_strides)]
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> State:
+        if not self.causal:
+            super().initial_state(batch)
+        return {f"conv{i}": stream.initial((channels, freq, 0), batch, device, dtype)
+                for i, (stream, (channels, freq)) in enumerate(zip(self._streams(), self.layer_inputs))}
+
+    def stream(self, x: torch.Tensor, state: State, final: bool) -> torch.Tensor:
+        """(B, n, F) next feature frames -> (B, n', out_dim); causal layers have nothing to flush."""
+        x = x.transpose(1, 2)[:, None]                                        # (B, 1, F, n)
+        for i, stream in enumerate(self._streams()):
+            y, state[f"conv{i}"] = stream(x, state[f"conv{i}"])
+            if y is None:
+                return x.new_zeros(x.shape[0], 0, self.out_dim)
+            x = y
+        return self._flatten(x)
 
 
 class FrameLayerNorm(nn.Module):

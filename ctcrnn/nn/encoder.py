@@ -13,6 +13,7 @@ from torch import nn
 from ..registry import RegistryError, closest
 from . import cells
 from .masking import valid_mask, zero_padding
+from .streaming import Lookahead, NotStreamableError, State
 
 ENCODER_TYPES = ("rnn", "transformer", "tcn")
 
@@ -31,6 +32,7 @@ class EncoderConfig:
     nhead: int = 4               # transformer attention heads (must divide the width)
     ff_size: int = 0             # transformer feed-forward size; 0: 4 x width
     kernel_size: int = 3         # tcn kernel (odd: non-causal, centred); dilations 1, 2, 4, ... per layer
+    lookahead: int = 0           # rnn: frames of future context after the stack (DeepSpeech 2's lookahead conv); 0: none
 
     def __post_init__(self):
         if self.type not in ENCODER_TYPES:
@@ -46,6 +48,9 @@ class EncoderConfig:
             raise ValueError(f"encoder.cell must be 'gru' or 'lstm', got {self.cell!r}")
         if self.impl not in ("fused", "reference"):
             raise ValueError(f"encoder.impl must be 'fused' or 'reference', got {self.impl!r}")
+        if self.lookahead < 0 or (self.lookahead and self.type != "rnn"):
+            raise ValueError(f"encoder.lookahead must be >= 0 and applies to type=rnn only, got {self.lookahead} "
+                             f"with type={self.type!r}")
         if self.hidden_size <= 0 or self.num_layers <= 0 or self.projection < 0:
             raise ValueError(f"encoder sizes must be positive: {asdict(self)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -122,8 +127,14 @@ class RNNEncoder(nn.Module):
             for layer in range(config.num_layers))
         self.dropout = nn.Dropout(config.dropout)
         width = config.hidden_size * directions
+        self.lookahead = Lookahead(width, config.lookahead) if config.lookahead else None
         self.projection = nn.Linear(width, config.projection) if config.projection else nn.Identity()
         self.out_dim = config.out_dim
+
+    @property
+    def causal(self) -> bool:
+        """Output t reads inputs up to t + lookahead only: a unidirectional stack streams."""
+        return not self.config.bidirectional
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         for index, directions in enumerate(self.layers):
@@ -133,4 +144,35 @@ class RNNEncoder(nn.Module):
             if len(directions) == 2:
                 outputs.append(reverse_padded(directions[1](reverse_padded(x, lengths))[0], lengths))
             x = torch.cat(outputs, dim=-1)
+        if self.lookahead is not None:
+            x = self.lookahead(x, lengths)
         return zero_padding(self.projection(self.dropout(x)), lengths)
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> State:
+        """Zero hidden (and cell) states per layer, as the offline forward starts from, and the lookahead buffer."""
+        if not self.causal:
+            raise NotStreamableError("a bidirectional RNN encoder reads the whole input backwards, so it cannot "
+                                     "stream: use encoder.bidirectional=false (the *_streaming zoo entries)")
+        zeros = torch.zeros(1, batch, self.config.hidden_size, device=device, dtype=dtype)
+        state = {f"{name}{i}": zeros for i in range(len(self.layers))
+                 for name in (("h", "c") if self.config.cell == "lstm" else ("h",))}
+        if self.lookahead is not None:
+            state["lookahead"] = self.lookahead.initial(batch, device, dtype)
+        return state
+
+    def stream(self, x: torch.Tensor, state: State, final: bool) -> torch.Tensor:
+        """(B, n, F) next frames -> (B, n', out_dim), updating ``state`` in place (new tensors, never written
+        into). n' = n, except with a lookahead: n frames late by τ, and + τ when ``final``."""
+        lstm = self.config.cell == "lstm"
+        if not x.shape[1]:  # nothing new: an RNN cannot run on 0 steps
+            x = x.new_zeros(x.shape[0], 0, self.config.hidden_size)
+        for i, (rnn,) in enumerate(self.layers if x.shape[1] else ()):
+            hx = (state[f"h{i}"], state[f"c{i}"]) if lstm else state[f"h{i}"]
+            x, hx = rnn(x, hx)
+            if lstm:
+                state[f"h{i}"], state[f"c{i}"] = hx
+            else:
+                state[f"h{i}"] = hx
+        if self.lookahead is not None and (x.shape[1] or final):
+            x, state["lookahead"] = self.lookahead.stream(x, state["lookahead"], final)
+        return self.projection(x)

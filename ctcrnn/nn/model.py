@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .encoder import EncoderConfig, build_encoder
+from .streaming import NotStreamableError, State
 
 BLANK = 0
 
@@ -34,12 +35,23 @@ class Frontend(nn.Module):
 
     out_dim: int
     stride: int = 1
+    causal: bool = False  # output j reads input steps up to j * stride only: it can run on a live stream
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> State:
+        """What :meth:`stream` carries from chunk to chunk at the start of a stream (causal frontends only)."""
+        raise NotStreamableError(f"{type(self).__name__} is not causal (it reads future input steps), so it "
+                                 f"cannot stream")
+
+    def stream(self, x: torch.Tensor, state: State, final: bool) -> torch.Tensor:  # pragma: no cover
+        """(B, n, *step) next input steps -> (B, n', out_dim) the output frames they complete; ``state`` is
+        updated in place with new tensors. Over any chunking, the frames equal :meth:`forward`'s."""
+        raise NotStreamableError(f"{type(self).__name__} cannot stream")
 
 
 def dnn_block(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -72,11 +84,55 @@ class CTCModel(nn.Module):
         self.aux_head = nn.Linear(frontend.out_dim, num_classes) if aux_ctc_weight > 0 else None
         self.aux_output: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @property
+    def streamable(self) -> bool:
+        """A causal frontend and a unidirectional encoder: :meth:`stream` gives what :meth:`forward` gives."""
+        return self.frontend.causal and getattr(self.encoder, "causal", False)
+
+    @property
+    def stream_delay(self) -> int:
+        """Output frames a stream gives before output frame 0 (the encoder's lookahead), to be dropped."""
+        lookahead = getattr(self.encoder, "lookahead", None)
+        return lookahead.frames if lookahead is not None else 0
+
+    def latency(self) -> dict:
+        """Algorithmic latency in input steps, beyond the preprocessing's own (e.g. an audio feature window):
+        ``lookahead_steps`` of future input an output frame waits for, and ``frame_steps`` per output frame."""
+        return {"causal": self.streamable, "lookahead_steps": self.stream_delay * self.frontend.stride,
+                "frame_steps": self.frontend.stride}
+
+    def initial_state(self, batch: int = 1, device=None, dtype=None) -> dict[str, State]:
+        """The state of B new streams: ``{"frontend": {...}, "encoder": {...}}`` of tensors."""
+        if not self.streamable:
+            raise NotStreamableError(
+                f"this model cannot stream: its {'frontend' if not self.frontend.causal else 'encoder'} reads "
+                f"future input without bound (bidirectional RNN, centred convolution or self-attention)")
+        return {"frontend": self.frontend.initial_state(batch, device, dtype),
+                "encoder": self.encoder.initial_state(batch, device, dtype)}
+
+    def stream(self, x: torch.Tensor, state: dict[str, State], final: bool = False) -> torch.Tensor:
+        """(B, n, *step) next input steps of B streams -> (B, n', V) log-probs of the output frames they
+        complete; ``state`` (from :meth:`initial_state`) is updated in place. The first :attr:`stream_delay`
+        frames of a stream are not real frames (drop them); ``final`` flushes the lookahead. Concatenated
+        over a stream, the frames equal :meth:`forward`'s for every chunking (eval mode)."""
+        features = self.frontend.stream(x, state["frontend"], final)
+        return self.classify(self.encoder.stream(features, state["encoder"], final))
+
+    def flush(self, state: dict[str, State]) -> torch.Tensor:
+        """(B, stream_delay, V): the last frames of B streams, which waited for a lookahead past their end;
+        what ``stream(<no steps>, state, final=True)`` gives, as a function of the lookahead buffer alone
+        (``state["encoder"]["lookahead"]``)."""
+        buffer = state["encoder"]["lookahead"]                               # (B, τ, F)
+        features = buffer.new_zeros(buffer.shape[0], 0, self.frontend.out_dim)
+        return self.classify(self.encoder.stream(features, {"lookahead": buffer}, final=True))
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, encoder.out_dim) -> (B, T, V) log-probs; float32 even under mixed precision (CTC wants it)."""
+        return self.head(self.dnn(hidden)).float().log_softmax(dim=-1)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out_lengths = self.frontend.output_lengths(lengths)
         features = self.frontend(x, lengths)
         if self.aux_head is not None and self.training:
             self.aux_output = (self.aux_head(features).float().log_softmax(dim=-1), out_lengths)
-        hidden = self.dnn(self.encoder(features, out_lengths))
-        # CTC wants float32 log-probs even under mixed precision.
-        return self.head(hidden).float().log_softmax(dim=-1), out_lengths
+        return self.classify(self.encoder(features, out_lengths)), out_lengths

@@ -34,6 +34,8 @@ class DilatedResidualLayer(nn.Module):
 class TCNEncoder(nn.Module):
     """Linear input projection -> ``num_layers`` dilated residual layers -> LayerNorm -> optional projection."""
 
+    causal = False  # centred kernels read future frames at every layer: no streaming
+
     def __init__(self, input_size: int, config: EncoderConfig):
         super().__init__()
         self.config = config

@@ -70,6 +70,8 @@ class TransformerEncoder(nn.Module):
     -> optional projection. Width ``config.width`` (``d_model``, or hidden_size x directions, so the CTC
     head sees the size a BiRNN of that hidden size would give it)."""
 
+    causal = False  # self-attention over the whole input: no streaming
+
     def __init__(self, input_size: int, config: EncoderConfig):
         super().__init__()
         self.config = config

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..nn.masking import masked, valid_mask, zero_padding
 from ..nn.model import Frontend, conv_output_lengths
+from ..nn.streaming import CausalConvStream, State, causal_pad
 
 
 class SpatialSoftArgmax(nn.Module):
@@ -129,8 +130,9 @@ class FrameCNN(FrozenTrunkMixin, Frontend):
                  grid: int = 4, feature_dim: int = 128, dropout: float = 0.1, weights_path: str | None = None,
                  freeze_trunk: bool = False, temporal_kernel: int = 5, temporal_stride: int = 1,
                  frame_difference: bool = False, motion_cues: bool = False, pool: str = "grid",
-                 input_norm: bool = False):
+                 input_norm: bool = False, causal: bool = False):
         super().__init__()
+        self.in_shape = tuple(in_shape)
         # Frame differences (x_t - x_{t-1}) as extra channels put motion in front of the CNN directly,
         # as in TSN's "RGB difference" stream; the first frame's difference is zero.
         self.frame_difference, self.motion_cues = frame_difference, motion_cues
@@ -148,8 +150,11 @@ class FrameCNN(FrozenTrunkMixin, Frontend):
         self.project = nn.Sequential(nn.Linear(width, feature_dim), nn.ReLU(inplace=True), nn.Dropout(dropout))
         # A short temporal convolution (centred, zero padded) lets the features of a frame see its
         # neighbours, so motion (a difference between frames) is one linear filter away for the RNN.
-        if temporal_kernel % 2 == 0 or temporal_kernel < 1:
+        # causal=True pads the temporal conv on the left only: output j reads frames up to j * stride, so the
+        # frontend runs on a live stream (differences and motion cues only look back one frame anyway).
+        if temporal_kernel < 1 or (temporal_kernel % 2 == 0 and not causal):
             raise ValueError(f"temporal_kernel must be odd and positive (length-preserving), got {temporal_kernel}")
+        self.causal = causal
         # A stride > 1 subsamples time: shorter CTC outputs and a cheaper RNN, at the cost of coarser
         # boundaries. Output j is centred on input frame j * stride; a kernel of at least 2 * stride - 1
         # makes sure every input frame is read by some output.
@@ -158,32 +163,72 @@ class FrameCNN(FrozenTrunkMixin, Frontend):
                              f"got {temporal_kernel}")
         self.stride = temporal_stride
         self.temporal = (nn.Conv1d(feature_dim, feature_dim, temporal_kernel, stride=temporal_stride,
-                                   padding=temporal_kernel // 2) if temporal_kernel > 1 else None)
+                                   padding=0 if causal else temporal_kernel // 2) if temporal_kernel > 1 else None)
         self.out_dim = feature_dim
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         if self.temporal is None:
             return lengths
-        return conv_output_lengths(lengths, self.temporal.kernel_size[0], self.temporal.stride[0],
-                                   self.temporal.padding[0])
+        kernel, stride = self.temporal.kernel_size[0], self.temporal.stride[0]
+        if self.causal:
+            return conv_output_lengths(lengths + kernel - 1, kernel, stride)
+        return conv_output_lengths(lengths, kernel, stride, self.temporal.padding[0])
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        batch, steps = x.shape[:2]
-        valid = valid_mask(lengths.to(x.device), steps)                                          # (B, T)
+    def _with_motion(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) frames -> with their differences and motion cues as extra channels (the first
+        frame has no predecessor: zeros)."""
         extra = []
         if self.frame_difference:
             extra.append(torch.diff(x, dim=1, prepend=x[:, :1]))
         if self.motion_cues:
             extra.append(normal_flow(x))
-        if extra:
-            x = torch.cat([x, *extra], dim=2)
+        return torch.cat([x, *extra], dim=2) if extra else x
+
+    def _temporal(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, F, T) frame features (causally padded when causal) -> (B, T', F)."""
+        return torch.relu(self.temporal(frames)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        batch, steps = x.shape[:2]
+        valid = valid_mask(lengths.to(x.device), steps)                                          # (B, T)
+        x = self._with_motion(x)
         features = self.project(self.trunk(x[valid]))                                          # (N_valid, F)
         out = features.new_zeros(batch, steps, self.out_dim)
         out[valid] = features
         if self.temporal is not None:
             # Padding frames are zero, exactly what the conv's own zero padding would give a clip alone.
-            out = torch.relu(self.temporal(out.transpose(1, 2))).transpose(1, 2)
+            out = out.transpose(1, 2)
+            out = self._temporal(causal_pad(out, self.temporal.kernel_size[0], 2) if self.causal else out)
         return out
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> State:
+        """The last frame seen (for differences and motion cues), whether one was seen, and the temporal conv's
+        buffer: fixed shapes, so an exported step function can carry them."""
+        if not self.causal:
+            super().initial_state(batch)
+        state = {"previous": torch.zeros(batch, 1, *self.in_shape, device=device, dtype=dtype),
+                 "started": torch.zeros(batch, 1, 1, 1, 1, device=device, dtype=dtype)}
+        if self.temporal is not None:
+            state["temporal"] = self._temporal_stream().initial((self.out_dim, 0), batch, device, dtype)
+        return state
+
+    def _temporal_stream(self) -> CausalConvStream:
+        return CausalConvStream(self._temporal, self.temporal.kernel_size[0], self.temporal.stride[0], time_dim=2)
+
+    def stream(self, x: torch.Tensor, state: State, final: bool) -> torch.Tensor:
+        """(B, n, C, H, W) next frames -> (B, n', out_dim). A stream's first frame is its own predecessor (as
+        offline, where it gets zero motion); later chunks look back at the previous chunk's last frame."""
+        if not x.shape[1]:
+            return x.new_zeros(x.shape[0], 0, self.out_dim)
+        started = state["started"]
+        previous = started * state["previous"] + (1 - started) * x[:, :1]
+        motion = self._with_motion(torch.cat([previous, x], dim=1))[:, 1:]
+        state["previous"], state["started"] = x[:, -1:], torch.ones_like(started)
+        features = self.project(self.trunk(motion.flatten(0, 1))).reshape(x.shape[0], -1, self.out_dim)
+        if self.temporal is None:
+            return features
+        y, state["temporal"] = self._temporal_stream()(features.transpose(1, 2), state["temporal"])
+        return x.new_zeros(x.shape[0], 0, self.out_dim) if y is None else y
 
 
 class LipNet3D(Frontend):

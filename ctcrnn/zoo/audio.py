@@ -13,13 +13,16 @@ from .common import encoder_with_cell, feature_bins
 
 
 def deepspeech2_model(entry: str, num_classes: int, in_shape, conv_channels: int, freq_kernels, freq_strides,
-                      time_kernels, time_strides, rnn: dict, encoder, cell: str | None) -> CTCModel:
-    """The DeepSpeech2 conv stack -> bidirectional RNN (``rnn``: cell, size, layers) -> CTC; shared by
-    the paper-size entry and the CPU-sized one."""
+                      time_kernels, time_strides, rnn: dict, encoder, cell: str | None,
+                      lookahead: int | None = None) -> CTCModel:
+    """The DeepSpeech2 conv stack -> RNN (``rnn``: cell, size, layers) -> CTC; shared by the paper-size entry,
+    the CPU-sized one and their streaming twins. ``lookahead`` None: bidirectional RNN, centred convolutions;
+    a number: causal convolutions, unidirectional RNN and a lookahead convolution of that many frames."""
+    streaming = lookahead is not None
     frontend = DeepSpeech2Conv(feature_bins(entry, in_shape), channels=conv_channels,
                                freq_kernels=tuple(freq_kernels), freq_strides=tuple(freq_strides),
-                               time_kernels=tuple(time_kernels), time_strides=tuple(time_strides))
-    defaults = {**rnn, "bidirectional": True, "dropout": 0.0}
+                               time_kernels=tuple(time_kernels), time_strides=tuple(time_strides), causal=streaming)
+    defaults = {**rnn, "bidirectional": not streaming, "dropout": 0.0, "lookahead": lookahead or 0}
     return CTCModel(frontend, encoder_with_cell(defaults, encoder, cell), num_classes)
 
 
@@ -58,6 +61,38 @@ def deepspeech2_small(*, num_classes: int, in_shape: tuple[int] = (80,), cell: s
     """
     return deepspeech2_model("deepspeech2_small", num_classes, in_shape, conv_channels, freq_kernels, freq_strides,
                              time_kernels, time_strides, {"cell": "gru", "hidden_size": 192, "num_layers": 3}, encoder, cell)
+
+
+@register_model
+def deepspeech2_streaming(*, num_classes: int, in_shape: tuple[int] = (161,), cell: str | None = None,
+                          conv_channels: int = 32, freq_kernels: tuple[int, ...] = (41, 21),
+                          freq_strides: tuple[int, ...] = (2, 2), time_kernels: tuple[int, ...] = (11, 11),
+                          time_strides: tuple[int, ...] = (2, 1), lookahead: int = 20,
+                          encoder: dict | EncoderConfig | None = None) -> CTCModel:
+    """The streaming DeepSpeech2 (Amodei et al. 2016, section 3.5): :func:`deepspeech2`'s conv stack made
+    causal (time kernels padded on the left only) -> 5 unidirectional LSTM layers x 1024 -> a lookahead
+    convolution over ``lookahead`` = 20 output frames (deepspeech.pytorch's ``lookahead_context``; 400 ms at
+    the 20 ms output rate) -> linear CTC head. Latency: the feature window's half (10 ms) + 400 ms.
+    ``cell="gru"`` swaps in GRUs (the paper's deployed model uses GRUs).
+    """
+    return deepspeech2_model("deepspeech2_streaming", num_classes, in_shape, conv_channels, freq_kernels,
+                             freq_strides, time_kernels, time_strides,
+                             {"cell": "lstm", "hidden_size": 1024, "num_layers": 5}, encoder, cell, lookahead)
+
+
+@register_model
+def deepspeech2_small_streaming(*, num_classes: int, in_shape: tuple[int] = (80,), cell: str | None = None,
+                                conv_channels: int = 32, freq_kernels: tuple[int, ...] = (21, 11),
+                                freq_strides: tuple[int, ...] = (2, 2), time_kernels: tuple[int, ...] = (11, 11),
+                                time_strides: tuple[int, ...] = (2, 1), lookahead: int = 4,
+                                encoder: dict | EncoderConfig | None = None) -> CTCModel:
+    """The streaming twin of :func:`deepspeech2_small`: causal conv stack -> 3 unidirectional GRU layers x 256
+    -> lookahead convolution over 4 output frames (80 ms at a 10 ms hop) -> linear CTC head. Runs live
+    through :class:`ctcrnn.streaming.StreamingRecognizer`. ``cell="lstm"`` swaps in LSTMs.
+    """
+    return deepspeech2_model("deepspeech2_small_streaming", num_classes, in_shape, conv_channels, freq_kernels,
+                             freq_strides, time_kernels, time_strides,
+                             {"cell": "gru", "hidden_size": 256, "num_layers": 3}, encoder, cell, lookahead)
 
 
 @register_model

@@ -43,6 +43,33 @@ def frame_cnn_rnn(*, num_classes: int, in_shape: tuple[int, int, int] = (3, 32, 
 
 
 @register_model
+def frame_cnn_rnn_streaming(*, num_classes: int, in_shape: tuple[int, int, int] = (3, 32, 32), trunk: str = "small",
+                            widths: tuple[int, ...] = (16, 32, 64), grid: int = 4, feature_dim: int = 128,
+                            dropout: float = 0.0, weights_path: str | None = None, freeze_trunk: bool = False,
+                            temporal_kernel: int = 9, temporal_stride: int = 4, frame_difference: bool = True,
+                            motion_cues: bool = True, pool: str = "avgmax", input_norm: bool = True,
+                            aux_ctc_weight: float = 1.0, cell: str | None = None, lookahead: int = 1,
+                            encoder: dict | EncoderConfig | None = None) -> CTCModel:
+    """Online action labelling: :func:`frame_cnn_rnn` made causal, to label a live camera feed.
+
+    The same per-frame CNN (differences and motion cues look back one frame), a causal temporal conv
+    (kernel 9 over the current and 8 past frames, stride 4) -> 2 unidirectional GRU layers x 128 -> a
+    lookahead convolution over ``lookahead`` = 1 output frame (4 input frames) -> CTC head, plus the
+    auxiliary CTC head in training. Latency: 4 frames of lookahead plus up to 3 frames waiting for the
+    stride (about 0.23 s at 30 fps). Runs live through :class:`ctcrnn.streaming.StreamingRecognizer`;
+    ``cell="lstm"`` swaps in LSTMs.
+    """
+    frontend = FrameCNN(tuple(in_shape), trunk=trunk, widths=tuple(widths), grid=grid, feature_dim=feature_dim,
+                        dropout=dropout, weights_path=weights_path, freeze_trunk=freeze_trunk,
+                        temporal_kernel=temporal_kernel, temporal_stride=temporal_stride,
+                        frame_difference=frame_difference, motion_cues=motion_cues, pool=pool,
+                        input_norm=input_norm, causal=True)
+    defaults = {"cell": "gru", "hidden_size": 128, "num_layers": 2, "bidirectional": False, "dropout": 0.0,
+                "lookahead": lookahead}
+    return CTCModel(frontend, encoder_with_cell(defaults, encoder, cell), num_classes, aux_ctc_weight=aux_ctc_weight)
+
+
+@register_model
 def lipnet(*, num_classes: int, in_shape: tuple[int, int, int] = (3, 50, 100), cell: str | None = None,
            dropout: float = 0.5, encoder: dict | EncoderConfig | None = None) -> CTCModel:
     """LipNet (Assael et al. 2016, "LipNet: End-to-End Sentence-level Lipreading") for GRID sentences.
