@@ -9,6 +9,9 @@ prefix of its row). Wide frames (many utterances × labels make passes over all 
 more than a few operations per frame): per frame, only for the utterances whose best token (B, T) can
 pass the floor; most have none on most frames of peaky outputs.
 
+A stream searched chunk by chunk compacts each chunk with :func:`compact_chunk`, which holds a run of
+skipped frames at a chunk's end until it ends, so the runs are those of the whole stream.
+
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 
 from ..nn.masking import valid_mask
 
-__all__ = ["Candidates", "FrameReader", "compact_frames"]
+__all__ = ["Candidates", "FrameReader", "compact_chunk", "compact_frames"]
 
 
 class Candidates(NamedTuple):
@@ -40,15 +43,19 @@ class FrameReader:
         batch, _, num_classes = log_probs.shape
         self.log_probs, self.by_length, self.blank = log_probs, by_length, blank
         # log_probs keeps the caller's order: its frames are picked by `by_length` as they are read.
-        self.in_order = bool((by_length == torch.arange(batch, device=by_length.device)).all())
+        self.in_order = batch == 1 or bool((by_length == torch.arange(batch, device=by_length.device)).all())
         self.max_width, self.threshold, self.num_classes = max_width, threshold, num_classes
         self.blank_id = torch.tensor([blank], device=log_probs.device)
         self.cand_lp = self.cand_tok = self.best_token = None
         if max_width < num_classes - 1 and wide:
-            self.best_token = _best_token_lp(log_probs, blank, threshold)[by_length]  # (B, T)
+            self.best_token = self._ordered(_best_token_lp(log_probs, blank, threshold))  # (B, T)
         elif max_width < num_classes - 1:
             cand_lp, cand_tok = _top_tokens(log_probs, blank, max_width, threshold)   # (B, T, C)
-            self.cand_lp, self.cand_tok = cand_lp[by_length], cand_tok[by_length]
+            self.cand_lp, self.cand_tok = self._ordered(cand_lp), self._ordered(cand_tok)
+
+    def _ordered(self, values: torch.Tensor) -> torch.Tensor:
+        """values (B, ...) in the search's order (no copy if that is the caller's)."""
+        return values if self.in_order else values[self.by_length]
 
     def frame(self, t: int, n: int) -> torch.Tensor:
         """(n, V) log-probs of frame ``t`` for the first ``n`` utterances in the search's order."""
@@ -115,6 +122,42 @@ def compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     skip = padding | (log_probs[..., blank] > math.log(skip_blank_threshold))
     if steps == 0 or not bool(skip.any()):
         return log_probs, lengths
+    out, count, _ = _compact_runs(log_probs, skip, padding, blank)
+    return out, count
+
+
+def compact_chunk(chunk: torch.Tensor, held: torch.Tensor | None, blank: int, skip_blank_threshold: float,
+                  last: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`compact_frames` for one stream that comes in chunks: (frames (T', V) to search now, starts
+    (T',) the chunk frame each begins at (-1: a run held from earlier chunks), held). ``chunk`` (T, V).
+
+    A run of skipped frames that reaches the end of the chunk is not searched yet: it is returned as
+    ``held`` (0-dim, the run's blank log-prob sum) and joins the leading run of the next chunk, so each
+    run is one blank-only frame however the stream is cut, as in the offline search, and a stream of
+    blank chunks costs no search at all. Only the sum's rounding order differs. ``last``: the stream
+    ends with this chunk, nothing is held."""
+    steps, num_classes = chunk.shape
+    skip = chunk[:, blank] > math.log(skip_blank_threshold)
+    if held is not None:  # the held run goes first, as a skipped frame of its own
+        row = chunk.new_full((1, num_classes), -math.inf)
+        row[0, blank] = held
+        chunk, skip = torch.cat([row, chunk]), torch.cat([skip.new_ones(1), skip])
+    starts = torch.arange(-int(held is not None), steps, device=chunk.device)
+    if not bool(skip.any()):
+        return chunk, starts, None
+    out, _, kept = _compact_runs(chunk.unsqueeze(0), skip.unsqueeze(0), None, blank)
+    out, starts = out[0], starts[kept[0]]
+    if last or not bool(skip[-1]):
+        return out, starts, None
+    return out[:-1], starts[:-1], out[-1, blank]
+
+
+def _compact_runs(log_probs: torch.Tensor, skip: torch.Tensor,
+                  padding: torch.Tensor | None, blank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out (B, T', V), count (B,), kept (B, T)): each run of ``skip`` (B, T) frames of log_probs (B, T, V)
+    made one blank-only frame holding the run's blank log-prob sum (``padding`` (B, T) frames add 0);
+    ``kept``: the frames that start a frame of ``out`` (the others are in a run)."""
+    batch, _, num_classes = log_probs.shape
     run_start = skip & ~F.pad(skip[:, :-1], (1, 0), value=False)
     kept = ~skip | run_start
     position = kept.cumsum(1) - 1                      # (B, T): where each frame lands
@@ -122,11 +165,12 @@ def compact_frames(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int,
     out = log_probs.new_full((batch, int(count.max()), num_classes), -math.inf)
     b, t = (~skip).nonzero(as_tuple=True)
     out[b, position[b, t]] = log_probs[b, t]
-    blank_lp = torch.where(skip & ~padding, log_probs[..., blank], 0.0)
+    summed = skip if padding is None else skip & ~padding
+    blank_lp = torch.where(summed, log_probs[..., blank], 0.0)
     run_blank = out.new_zeros(out.shape[:2]).scatter_add_(1, position, blank_lp)
     blank_only = torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device).scatter_(1, position, skip)
     out[..., blank] = torch.where(blank_only, run_blank, out[..., blank])
-    return out, count
+    return out, count, kept
 
 
 def _top_tokens(log_probs: torch.Tensor, blank: int, width: int,

@@ -1,6 +1,8 @@
 """The CTC prefix beam search itself, vectorised: per frame, every beam × every candidate token of every
 utterance in one set of tensor operations (a Python loop runs over frames only). Use it through
-:func:`ctcrnn.decoding.prefix_beam_search`, which adds timestamps and words.
+:func:`ctcrnn.decoding.prefix_beam_search`, which adds timestamps and words, or
+:class:`ctcrnn.decoding.streaming.StreamingDecoder`, which feeds it a stream chunk by chunk: a
+:class:`SearchSession` keeps the beams between chunks, and the offline search is a session of one chunk.
 
 Exact prefix scores. Each beam is a label prefix with two log-probabilities, summed over all alignments
 so far: ``pb`` (alignments ending in blank) and ``pnb`` (ending in the prefix's last token). A frame
@@ -13,7 +15,7 @@ with log-probs y gives
 becoming a second copy; prefixes are identified by 62-bit rolling keys (:mod:`ctcrnn.decoding.hashing`), so
 "is beam j = beam i + its own last token" is a search of j's parent key among the beams' keys. The K
 stays and K × C extensions of each utterance are then ranked by one ``topk``, and per-frame
-back-pointers give the label sequences at the end.
+back-pointers give the label sequences at the end (of the chunk: :func:`trace_back`).
 
 Exact pruning. An extension of beam i by token c scores at most max_i(total_i + LM_i) + y_c + g, where
 g bounds what fusion can add for one token (:meth:`ctcrnn.fusion.LMFusion.max_gain`). If that bound is
@@ -29,7 +31,8 @@ Stages of a frame (:func:`_search_frame`): the stays (:func:`_stays`, merges inc
 selection (:meth:`ctcrnn.decoding.frames.FrameReader.candidates`, below the floor of :func:`_token_floor`
 nothing is extended); extension scoring (:func:`_extension_scores`, into one score buffer written in
 place); beam choice (:func:`_choose_beams`). Finishing: :class:`_FinalScores` as utterances end, then
-:func:`_results` and :func:`_backtrack`. The beams are a :class:`PrefixBeams`, whose per-beam tensors (the
+:func:`_results` and :func:`_backtrack`. Each chunk is prepared (:meth:`SearchSession._prepare`) and run
+by :meth:`SearchSession.search`. The beams are a :class:`PrefixBeams`, whose per-beam tensors (the
 fusion state's too) are cut and moved generically (:mod:`ctcrnn.decoding.beam_state`). A frame is a few
 dozen small tensor operations, so at small batches the Python around them shows in the time (a few
 percent at B = 16): the stages pass tensors and small tuples, and count their operations.
@@ -50,7 +53,7 @@ from .beam_state import BeamState, per_beam
 from .frames import Candidates, FrameReader, compact_frames
 from .fusion import FusionState, LMFusion
 
-__all__ = ["SearchResult", "check_lengths", "ctc_prefix_search"]
+__all__ = ["SearchResult", "SearchSession", "check_lengths", "ctc_prefix_search", "search_dtype", "trace_back"]
 
 # Frames are wide from this batch size × labels on (see ctcrnn.decoding.frames).
 _WIDE_FRAMES = 32768
@@ -77,19 +80,16 @@ def ctc_prefix_search(log_probs: torch.Tensor, lengths: torch.Tensor, beam_size:
     treated as certain blanks (only the blank transition, with its real log-prob).
     """
     _check_arguments(log_probs, lengths, beam_size, nbest, token_prune_topk)
-    search = _Search.prepare(log_probs, lengths, beam_size, blank, fusion, token_prune_topk, token_prune_threshold,
-                             skip_blank_threshold)
-    beams = PrefixBeams.start(log_probs.shape[0], beam_size, blank, search.dtype, search.device, fusion)
-    finals = _FinalScores(beams)
-    pointers = []  # per frame: back-pointers (source, token), or None where every beam stayed
-    for t, n in enumerate(search.active):
-        if n < beams.shape[0]:  # utterances that ended: final scores, and no more rows in the search
-            beams, ended = beams.split(n)
-            finals.record(ended, start=n)
-        beams, back = _search_frame(search, beams, t)
-        pointers.append(back)
-    finals.record(beams, start=0)
-    return _results(finals, pointers, search.frames.by_length, nbest)
+    session = SearchSession(log_probs.shape[0], beam_size, blank, dtype=search_dtype(log_probs),
+                            device=log_probs.device, token_prune_topk=token_prune_topk,
+                            token_prune_threshold=token_prune_threshold, fusion=fusion)
+    pointers, order = session.search(log_probs, lengths, skip_blank_threshold)  # the whole input: one chunk
+    return _results(session.finish(), pointers, order, nbest)
+
+
+def search_dtype(log_probs: torch.Tensor) -> torch.dtype:
+    """The dtype a search of ``log_probs`` runs in: theirs, float32 for integer scores."""
+    return log_probs.dtype if log_probs.is_floating_point() else torch.float32
 
 
 def check_lengths(lengths: torch.Tensor, steps: int) -> None:
@@ -139,9 +139,96 @@ class PrefixBeams(BeamState):
                    fusion=None if fusion is None else fusion.start(batch, beams, device))
 
 
+class SearchSession:
+    """One prefix beam search that takes its frames chunk by chunk: the beams of each utterance, fusion
+    state included, carry over from one chunk to the next, so that any cut of the frames gives the search
+    of all of them at once. :func:`ctc_prefix_search` is one chunk; a stream
+    (:mod:`ctcrnn.decoding.streaming`) is many, and resolves each chunk's back-pointers (:func:`trace_back`)
+    into label sequences before it drops them, so that nothing kept grows with the frames.
+
+    An utterance leaves the search when its frames end (its ``lengths`` entry is below the chunk's frames),
+    for good: a batch whose utterances end at different frames is searched in one chunk; a later chunk
+    needs every utterance still running (one stream, or streams cut alike)."""
+
+    def __init__(self, batch: int, beam_size: int, blank: int = 0, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", token_prune_topk: int | None = None,
+                 token_prune_threshold: float | None = None, fusion: LMFusion | None = None,
+                 redate_tokens: bool = False):
+        self.batch, self.beam_size, self.blank, self.fusion = batch, beam_size, blank, fusion
+        self.redate_tokens = redate_tokens  # date each token by the spike that brings its mass (_Stays.redated)
+        self.token_prune_topk, self.token_prune_threshold = token_prune_topk, token_prune_threshold
+        self.beams = PrefixBeams.start(batch, beam_size, blank, dtype, torch.device(device), fusion)
+        self.finals = _FinalScores(self.beams)
+        # What every chunk's frames share (made once: a stream's chunks may be a frame each).
+        self._gain_bound = fusion.max_gain() if fusion is not None else 0.0
+        self._beam_ids = torch.arange(beam_size, device=device)
+        self._neg_inf = torch.tensor(-math.inf, dtype=dtype, device=device)
+
+    def search(self, log_probs: torch.Tensor, lengths: torch.Tensor, skip_blank_threshold: float | None = None
+               ) -> tuple[list[tuple[torch.Tensor, torch.Tensor] | None], torch.Tensor]:
+        """Run the frames of log_probs (B, T, V), lengths[b] of them for utterance b. Returns the chunk's
+        back-pointers, per searched frame (blank runs compacted by ``skip_blank_threshold``): (source,
+        token) (n_t, K), or None where every beam stayed; and the search's order of the utterances (B,)."""
+        if self.beams.shape[0] < self.batch:
+            raise RuntimeError(f"{self.batch - self.beams.shape[0]} utterances of this search ended in an earlier "
+                               f"chunk (their lengths were below its frames): only utterances still running can "
+                               f"take more frames; search a batch that ends unevenly in one chunk")
+        search = self._prepare(log_probs, lengths, skip_blank_threshold)
+        beams, pointers = self.beams, []
+        for t, n in enumerate(search.active):
+            if n < beams.shape[0]:  # utterances that ended: final scores, and no more rows in the search
+                beams, ended = beams.split(n)
+                self.finals.record(ended, start=n)
+            beams, back = _search_frame(search, beams, t)
+            pointers.append(back)
+        self.beams = beams
+        return pointers, search.frames.by_length
+
+    def _prepare(self, log_probs: torch.Tensor, lengths: torch.Tensor, skip_blank: float | None) -> _Search:
+        """A chunk's frames to read (compacted, longest first) and how to pick their candidates."""
+        batch, _, num_classes = log_probs.shape
+        dtype, device = self.beams.pb.dtype, self.beams.pb.device
+        log_probs, frames = compact_frames(log_probs.detach().to(device, dtype), lengths.to(device), self.blank,
+                                           skip_blank)
+        steps = log_probs.shape[1]
+        # Utterances run longest first, so that those still running at frame t are rows [:active[t]] and
+        # every per-frame operation covers only them (past its last frame an utterance would only take
+        # blanks of probability 1, which change no prefix's total). One utterance (a stream's chunk, of a
+        # frame or two) needs no sort.
+        if batch == 1:
+            by_length, active = self._beam_ids[:1] * 0, [1] * steps
+        else:
+            by_length = frames.argsort(descending=True, stable=True)
+            active = (frames > torch.arange(steps, device=device).unsqueeze(1)).sum(1).tolist()
+        # Wide frames (many utterances × labels) make passes over all of log_probs cost more than a few
+        # operations per frame: candidates are then picked per frame.
+        wide = batch * num_classes >= _WIDE_FRAMES
+        # Without fusion only the beam_size + 1 most probable tokens can matter (a beam's k-th best
+        # extension is among them), so that cut is always applied and loses nothing.
+        max_width = min(num_classes - 1, self.token_prune_topk or num_classes,
+                        self.beam_size + 1 if self.fusion is None else num_classes)
+        reader = FrameReader(log_probs, by_length, self.blank, max_width, self.token_prune_threshold, wide)
+        return _Search(reader, active, num_classes, self.blank, self._gain_bound, dtype, device, self._beam_ids,
+                       self._neg_inf, self.redate_tokens)
+
+    def running_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(am, lm) (n, K) of the running utterances' beams, as the search ranks them (by am + lm): ln P
+        of each prefix over the frames so far, and its fusion score without end-of-utterance terms."""
+        beams = self.beams
+        am = torch.logaddexp(beams.pb, beams.pnb)
+        return am, (beams.lm_acc if beams.lm_acc is not None else torch.zeros_like(am))
+
+    def finish(self) -> _FinalScores:
+        """The final scores of every utterance (the running ones end here, end-of-utterance fusion terms
+        applied); the session takes no more frames."""
+        self.finals.record(self.beams, start=0)
+        self.beams = self.beams.select(slice(0, 0))
+        return self.finals
+
+
 @dataclass(eq=False)
 class _Search:
-    """What every frame of one search shares."""
+    """What every frame of one chunk of a search shares (:meth:`SearchSession._prepare`)."""
     frames: FrameReader
     active: list[int]      # per frame: utterances still running (rows [:n] of the search's order)
     num_classes: int       # V
@@ -151,33 +238,7 @@ class _Search:
     device: torch.device
     beam_ids: torch.Tensor  # (K,) 0 ... K - 1
     neg_inf: torch.Tensor   # -inf, a 0-dim tensor of the dtype
-
-    @classmethod
-    def prepare(cls, log_probs: torch.Tensor, lengths: torch.Tensor, beams: int, blank: int,
-                fusion: LMFusion | None, topk: int | None, threshold: float | None,
-                skip_blank: float | None) -> _Search:
-        """The frames to read (compacted, longest first) and how to pick their candidates."""
-        batch, _, num_classes = log_probs.shape
-        dtype = log_probs.dtype if log_probs.is_floating_point() else torch.float32
-        log_probs, frames = compact_frames(log_probs.detach().to(dtype), lengths.to(log_probs.device), blank,
-                                           skip_blank)
-        device, steps = log_probs.device, log_probs.shape[1]
-        # Utterances run longest first, so that those still running at frame t are rows [:active[t]] and
-        # every per-frame operation covers only them (past its last frame an utterance would only take
-        # blanks of probability 1, which change no prefix's total).
-        by_length = frames.argsort(descending=True, stable=True)
-        active = (frames > torch.arange(steps, device=device).unsqueeze(1)).sum(1).tolist()
-        # Wide frames (many utterances × labels) make passes over all of log_probs cost more than a few
-        # operations per frame: candidates are then picked per frame.
-        wide = batch * num_classes >= _WIDE_FRAMES
-        # Without fusion only the beam_size + 1 most probable tokens can matter (a beam's k-th best
-        # extension is among them), so that cut is always applied and loses nothing.
-        max_width = min(num_classes - 1, topk or num_classes, beams + 1 if fusion is None else num_classes)
-        reader = FrameReader(log_probs, by_length, blank, max_width, threshold, wide)
-        gain_bound = fusion.max_gain() if fusion is not None else 0.0
-        beam_ids = torch.arange(beams, device=device)
-        return cls(reader, active, num_classes, blank, gain_bound, dtype, device, beam_ids,
-                   torch.tensor(-math.inf, dtype=dtype, device=device))
+    redate: bool = False    # date tokens by the mass that brings them (see _Stays.redated); streams only
 
 
 class _Stays(NamedTuple):
@@ -188,6 +249,12 @@ class _Stays(NamedTuple):
     reached: torch.Tensor  # total + the fusion score: what each extension of the beam starts from
     merged: torch.Tensor   # beam j is beam i + last[j] (bool): i's extension by that token went to j
     source: torch.Tensor   # that i
+    # With search.redate: beam j's last token is dated to this frame, its back-pointer then being (i, last[j]),
+    # where i's extension brings j more mass than all j's own alignments (None without). A beam takes a
+    # token when it enters the beam, maybe from a tiny probability that a low-ranked beam keeps for a while
+    # ("ab" from b = 0.01 on frame 1, then b = 0.97 on frame 3): dated by the spike that makes its mass,
+    # a token's frame is where its spike starts on the path that carries most of the prefix's probability.
+    redated: torch.Tensor | None
 
 
 def _search_frame(search: _Search, beams: PrefixBeams,
@@ -196,15 +263,18 @@ def _search_frame(search: _Search, beams: PrefixBeams,
     it added (-1: none); None if every beam stays."""
     n = beams.shape[0]
     frame = search.frames.frame(t, n)
-    stays = _stays(beams, frame, search.blank)
+    stays = _stays(beams, frame, search.blank, search.redate)
     candidates = search.frames.candidates(frame, t, _token_floor(stays, search.gain_bound))
     if candidates is None:  # every beam stays as it is: a blank or a repeat
+        if stays.redated is not None and bool(stays.redated.any()):
+            return stays.beams, (torch.where(stays.redated, stays.source, search.beam_ids),
+                                 torch.where(stays.redated, beams.last, -1))
         return stays.beams, None
     scores, delta = _extension_scores(search, beams, stays, candidates)
     return _choose_beams(search, beams, stays, candidates, scores, delta)
 
 
-def _stays(beams: PrefixBeams, frame: torch.Tensor, blank: int) -> _Stays:
+def _stays(beams: PrefixBeams, frame: torch.Tensor, blank: int, redate: bool = False) -> _Stays:
     """What each beam becomes if ``frame`` (n, V) adds no token to it."""
     pb, pnb, last = beams.pb, beams.pnb, beams.last
     total = torch.logaddexp(pb, pnb)
@@ -218,11 +288,13 @@ def _stays(beams: PrefixBeams, frame: torch.Tensor, blank: int) -> _Stays:
     merged = sorted_key.gather(1, at) == beams.parent
     source = order.gather(1, at)
     grow = torch.where(last.gather(1, source) == last, pb.gather(1, source), total.gather(1, source))
-    stay_pnb = torch.where(merged, torch.logaddexp(stay_pnb, grow + last_lp), stay_pnb)
+    incoming = grow + last_lp
+    redated = merged & (incoming > torch.logaddexp(stay_pb, stay_pnb)) if redate else None
+    stay_pnb = torch.where(merged, torch.logaddexp(stay_pnb, incoming), stay_pnb)
     score, reached = torch.logaddexp(stay_pb, stay_pnb), total
     if beams.lm_acc is not None:
         score, reached = score + beams.lm_acc, total + beams.lm_acc
-    return _Stays(beams.replace(pb=stay_pb, pnb=stay_pnb), total, score, reached, merged, source)
+    return _Stays(beams.replace(pb=stay_pb, pnb=stay_pnb), total, score, reached, merged, source, redated)
 
 
 def _token_floor(stays: _Stays, gain_bound: float) -> torch.Tensor:
@@ -316,6 +388,10 @@ def _choose_beams(search: _Search, beams: PrefixBeams, stays: _Stays, candidates
     new.parent = torch.where(extended, new.key, new.parent).masked_fill_(invalid, -2)
     new.key = torch.where(extended, _extend_key(new.key, token, search.num_classes + 1), new.key)
     new.key.masked_fill_(invalid, -1)
+    if stays.redated is not None:  # a kept stay dated by its merge points to the merge's source
+        redated = ~extended & stays.redated.gather(1, source)
+        token = torch.where(redated, new.last, token)
+        source = torch.where(redated, stays.source.gather(1, source), source)
     new.last = torch.where(extended, token, new.last)
     return new, (source, token)
 
@@ -335,18 +411,22 @@ class _FinalScores:
             self.acc[rows] = beams.lm_acc
             self.lm[rows] = beams.lm_acc + beams.fusion.final_scores().to(self.lm.dtype)
 
+    def ranking(self) -> torch.Tensor:
+        """(B, K) each utterance's beams, best first (by am + lm), in the search's order."""
+        total = self.am + self.lm
+        # If no beam of an utterance may end (e.g. each stops inside a word the lexicon lacks), rank its beams
+        # by the score they had before the end, rather than in arbitrary order; their scores stay -inf.
+        dead_end = (total == -math.inf).all(1, keepdim=True)
+        return torch.where(dead_end, self.am + self.acc, total).argsort(dim=1, descending=True)
+
 
 def _results(finals: _FinalScores, pointers: list[tuple[torch.Tensor, torch.Tensor] | None],
              by_length: torch.Tensor, nbest: int) -> SearchResult:
     """The ``nbest`` best beams of each utterance, in the caller's order, with their label sequences."""
     batch, beams = finals.am.shape
     restore = torch.empty_like(by_length).scatter_(0, by_length, torch.arange(batch, device=by_length.device))
-    am, lm, acc = finals.am[restore], finals.lm[restore], finals.acc[restore]
-    total = am + lm
-    # If no beam of an utterance may end (e.g. each stops inside a word the lexicon lacks), rank its beams
-    # by the score they had before the end, rather than in arbitrary order; their scores stay -inf.
-    dead_end = (total == -math.inf).all(1, keepdim=True)
-    ranked = torch.where(dead_end, am + acc, total).argsort(dim=1, descending=True)[:, :nbest]
+    am, lm = finals.am[restore], finals.lm[restore]
+    ranked = finals.ranking()[restore][:, :nbest]
     tokens = _backtrack(pointers, ranked[by_length], beams)
     tokens = [tokens[i] for i in restore.tolist()]
     am, lm = am.gather(1, ranked).tolist(), lm.gather(1, ranked).tolist()
@@ -367,9 +447,19 @@ def _extend_key(key: torch.Tensor, token: torch.Tensor, base: int) -> torch.Tens
 
 def _backtrack(pointers: list[tuple[torch.Tensor, torch.Tensor] | None], ranked: torch.Tensor,
                beams: int) -> list[list[list[int]]]:
-    """Label sequences of the ``ranked`` (B, N) final beams, following the per-frame back-pointers: frame
-    t's (source, token) are (n_t, K) for the first n_t utterances (n_t never grows), the others had ended
-    and stay; None: every beam stayed."""
+    """Label sequences of the ``ranked`` (B, N) final beams of a search run in one chunk."""
+    _, emitted = trace_back(pointers, ranked.cpu().numpy(), beams)
+    return [[[int(x) for x in emitted[:, b, n] if x >= 0] for n in range(emitted.shape[2])]
+            for b in range(emitted.shape[1])]
+
+
+def trace_back(pointers: list[tuple[torch.Tensor, torch.Tensor] | None], ranked: np.ndarray,
+               beams: int) -> tuple[np.ndarray, np.ndarray]:
+    """Follow one chunk's back-pointers (:meth:`SearchSession.search`) from its last frame to its first,
+    for the beams ``ranked`` (B, N) at its end: (origin (B, N), the beam at the chunk's start that each
+    continues; emitted (T, B, N), the token each added on frame t, -1 for none). Frame t's (source,
+    token) are (n_t, K) for the first n_t utterances (n_t never grows), the others had ended and stay;
+    None: every beam stayed."""
     steps, batch = len(pointers), ranked.shape[0]
     source = np.broadcast_to(np.arange(beams), (steps, batch, beams)).copy()
     token = np.full((steps, batch, beams), -1, dtype=np.int64)
@@ -381,11 +471,10 @@ def _backtrack(pointers: list[tuple[torch.Tensor, torch.Tensor] | None], ranked:
         for i, t in enumerate(moved):
             source[t, :rows[i + 1] - rows[i]] = all_source[rows[i]:rows[i + 1]]
             token[t, :rows[i + 1] - rows[i]] = all_token[rows[i]:rows[i + 1]]
-    beam = ranked.cpu().numpy()
+    beam = ranked
     rows = np.arange(beam.shape[0])[:, None]
-    emitted = np.empty((source.shape[0],) + beam.shape, dtype=np.int64)  # (T, B, N)
-    for t in range(source.shape[0] - 1, -1, -1):
+    emitted = np.empty((steps,) + beam.shape, dtype=np.int64)  # (T, B, N)
+    for t in range(steps - 1, -1, -1):
         emitted[t] = token[t, rows, beam]
         beam = source[t, rows, beam]
-    return [[[int(x) for x in emitted[:, b, n] if x >= 0] for n in range(beam.shape[1])]
-            for b in range(beam.shape[0])]
+    return beam, emitted

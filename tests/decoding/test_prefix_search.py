@@ -1,7 +1,8 @@
 """CTC prefix beam search against oracles: a brute-force sum over all alignments on tiny inputs, a plain
 Python prefix beam search (dicts, one prefix at a time) for pruned searches, greedy decoding at beam 1,
 hand-made peaky inputs for repeats and timestamps, flashlight-text (a test dependency) and pyctcdecode if installed;
-then regressions: score-bound pruning on a near tie, utterances whose prefixes all die, argument checks."""
+then regressions: score-bound pruning on a near tie, utterances whose prefixes all die, argument checks; and a
+search session cut into chunks against the search of all frames at once."""
 import importlib.util
 import itertools
 import math
@@ -294,6 +295,36 @@ def test_lengths_beyond_the_frames_are_a_clear_error(beam):
             prefix_beam_search(log_probs, torch.tensor(lengths), beam)
         with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
             ctc_prefix_search(log_probs, torch.tensor(lengths), beam)
+
+
+@pytest.mark.parametrize("options", [{}, {"token_prune_topk": 2, "token_prune_threshold": -3.0},
+                                     {"fusion": LMFusion(list("-abcde"), word_delimiter=5, word_bonus=0.3,
+                                                         lm=build_ngram_lm([["ab", "bad"], ["cab", "d"]], order=2))}],
+                         ids=["exact", "pruned", "word-lm"])
+def test_a_session_cut_into_chunks_is_the_search_of_all_frames(options):
+    """SearchSession carries the beams (fusion state included) from chunk to chunk: three streams cut alike
+    into chunks of 0 to 5 frames, their pointers joined, give ctc_prefix_search's result on all frames,
+    float for float (the same operations on the same frames)."""
+    log_probs = random_log_probs(3, 23, 6, seed=13)
+    lengths = torch.full((3,), 23)
+    expected = ctc_prefix_search(log_probs, lengths, 5, nbest=3, **options)
+    session = beam_search.SearchSession(3, 5, dtype=log_probs.dtype, **options)
+    pointers, start = [], 0
+    for size in (0, 1, 5, 0, 2, 3, 4, 1, 5, 2):
+        chunk, order = session.search(log_probs[:, start:start + size], torch.full((3,), size))
+        assert order.tolist() == [0, 1, 2]
+        pointers += chunk
+        start += size
+    assert start == 23 and len(pointers) == 23
+    got = beam_search._results(session.finish(), pointers, order, 3)
+    assert (got.tokens, got.am_scores, got.lm_scores) == (expected.tokens, expected.am_scores, expected.lm_scores)
+
+
+def test_a_session_takes_no_frames_for_utterances_that_ended():
+    session = beam_search.SearchSession(2, 3)
+    session.search(random_log_probs(2, 4, 5, seed=1).float(), torch.tensor([4, 2]))
+    with pytest.raises(RuntimeError, match="1 utterances of this search ended in an earlier chunk"):
+        session.search(random_log_probs(2, 4, 5, seed=2).float(), torch.tensor([4, 4]))
 
 
 def test_token_prune_topk_must_be_positive():
