@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..registry import register_dataset, register_reader
-from . import datasets, deployment  # noqa: F401  (deployment: in-graph features for export, waveform input)
+from . import datasets, deployment, streaming  # noqa: F401  (in-graph features for export, waveform input; live input)
 from .datasets import AudioDataset, AudioPipeline
 from .features import FeatureConfig, FeatureExtractor
 from .io import AudioError, audio_info, read_audio

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..registry import register_dataset, register_reader
-from . import datasets, deployment, grid_corpus, phoenix  # noqa: F401  (deployment: trace-safe forwards)
+from . import datasets, deployment, grid_corpus, phoenix, streaming  # noqa: F401  (trace-safe forwards; live input)
 from .datasets import VideoDataset
 from .frontends import FrameCNN
 from .io import FrameCache, VideoConfig, VideoError, read_video, read_video_for_spec, video_info
