@@ -27,6 +27,7 @@ from .data import labels_to_text
 from .decoding.decoders import greedy_decode
 from .decoding.factory import make_decoder
 from .registry import READERS, Registry
+from .paths import check_output
 
 __all__ = [
     "TENSOR_READERS",
@@ -181,6 +182,7 @@ def save_bundle(checkpoint: str | Path, out_dir: str | Path, lm: str | Path | No
     from .checkpoint import load_checkpoint, model_from_checkpoint
 
     checkpoint = Path(checkpoint)
+    check_output(out_dir, "--out", folder=True, inside=(WEIGHTS, "config.json", "lexicon.txt"))
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state)  # refuses weights that do not fit their arch before anything is written
     out = Path(out_dir)

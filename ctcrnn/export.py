@@ -35,6 +35,7 @@ from torch import nn
 from .bundle import deployment_config
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .registry import Registry
+from .paths import check_output
 
 __all__ = ["FORMATS", "GRAPH_FEATURES", "ExportError", "export", "exportable_model", "register_traceable_forward"]
 
@@ -157,7 +158,13 @@ def adaptive_avg_pool2d_symbolic(g, x, output_size):
 CUSTOM_SYMBOLICS = {"aten::diff": diff_symbolic, "aten::adaptive_avg_pool2d": adaptive_avg_pool2d_symbolic}
 
 
-def export_onnx(module: nn.Module, inputs: tuple, path: Path) -> None:
+MODEL_AXES = {"x": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "log_probs": {0: "batch", 1: "frames"},
+              "out_lengths": {0: "batch"}}
+
+
+def export_onnx(module: nn.Module, inputs: tuple, path: Path, input_names=("x", "lengths"),
+                output_names=("log_probs", "out_lengths"), dynamic_axes: dict | None = None) -> None:
+    """Trace ``module`` on ``inputs`` into an ONNX file (the model contract's names and dynamic axes unless given)."""
     for name, symbolic in CUSTOM_SYMBOLICS.items():
         torch.onnx.register_custom_op_symbolic(name, symbolic, OPSET)
     try:
@@ -165,10 +172,9 @@ def export_onnx(module: nn.Module, inputs: tuple, path: Path) -> None:
             # The TorchScript-based exporter is deprecated in favour of dynamo (the module docstring says why it
             # is used here); tracing warns about every shape it records, which is what it should do.
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, inputs, str(path), input_names=["x", "lengths"],
-                              output_names=["log_probs", "out_lengths"], opset_version=OPSET, dynamo=False,
-                              dynamic_axes={"x": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
-                                            "log_probs": {0: "batch", 1: "frames"}, "out_lengths": {0: "batch"}})
+            torch.onnx.export(module, inputs, str(path), input_names=list(input_names),
+                              output_names=list(output_names), opset_version=OPSET, dynamo=False,
+                              dynamic_axes=MODEL_AXES if dynamic_axes is None else dynamic_axes)
     finally:
         for name in CUSTOM_SYMBOLICS:
             torch.onnx.unregister_custom_op_symbolic(name, OPSET)
@@ -187,6 +193,7 @@ def export(checkpoint: str | Path | dict, out_dir: str | Path, format: str = "on
     checkpoint or bundle folder (or a loaded checkpoint dict); returns the model file's path."""
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    check_output(out_dir, "--out", folder=True, inside=(FORMATS[format], "config.json"))  # before tracing
     state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     model = exportable_model(model_from_checkpoint(state))
     features = None

@@ -9,12 +9,27 @@ import torch
 from .decoding.decoders import greedy_decode
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "--device") -> torch.device:
+    """The torch device ``name`` says (auto: CUDA when present, else the CPU); ValueError naming ``option``
+    (``trainer.device``, ``--device``) and the valid choices when it is not a device or this machine lacks it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={name} but no CUDA device is available: use trainer.device=auto or cpu")
+    choices = "auto (CUDA when present), cpu, cuda or cuda:N"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # torch's message lists every backend it was built with
+        raise ValueError(f"{option}={name!r} is not a device: choose {choices}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{option}={name} but this machine has no CUDA device: use {option}=auto or cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{option}={name} but this machine has {count} CUDA device(s): cuda:0 to "
+                             f"cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option}={name} but MPS is not available on this machine: use {option}=auto or cpu")
+    elif device.type not in ("cpu", "mps"):
+        raise ValueError(f"{option}={name!r} is not supported: choose {choices}")
     return device
 
 

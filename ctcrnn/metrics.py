@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Hashable, Sequence
+from itertools import chain
 
 from rapidfuzz.distance import Levenshtein
 
@@ -27,12 +28,18 @@ Label = Hashable
 # Transcripts
 
 
-def _codes(ref: Sequence, hyp: Sequence) -> tuple[list[int], list[int]]:
+def _codes(ref: Sequence, hyp: Sequence) -> tuple[Sequence, Sequence]:
     """Both sequences as small ints, equal exactly where the tokens are (``==``). rapidfuzz compares ints and
     one-character strings by value but any other token by ``hash()``, which can collide (numpy's -1 and -2
-    hash alike) and would make two different tokens match; a dict decides by hash *and* equality."""
-    index: dict = {}
-    return [index.setdefault(t, len(index)) for t in ref], [index.setdefault(t, len(index)) for t in hyp]
+    hash alike) and would make two different tokens match; a dict decides by hash *and* equality. Two
+    strings, or two sequences of Python ints, go in as they are (compared by value), which keeps a long
+    transcript's scoring in compiled code: no list of a million one-character strings, no dict lookups."""
+    if isinstance(ref, str) and isinstance(hyp, str):
+        return ref, hyp
+    if set(map(type, ref)) | set(map(type, hyp)) <= {int}:  # label ids: compared by value as they are
+        return ref, hyp
+    index = {token: code for code, token in enumerate(dict.fromkeys(chain(ref, hyp)))}
+    return list(map(index.__getitem__, ref)), list(map(index.__getitem__, hyp))
 
 
 def error_counts(ref: Sequence, hyp: Sequence) -> tuple[int, int, int]:
@@ -121,7 +128,8 @@ def cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     25.0
     """
     _check_strings("cer", references, hypotheses)
-    return error_rate([characters(r) for r in references], [characters(h) for h in hypotheses])
+    # The stripped strings are characters(r) without the lists (each character is one token either way).
+    return error_rate([r.strip() for r in references], [h.strip() for h in hypotheses])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ lr, throughput, skipped counts), ``steps.csv``/``steps.jsonl`` (a row every ``tr
 optimizer steps: loss, lr, grad norm, throughput, skipped so far), ``skipped.tsv`` (every skipped sample
 with the reason) and ``tensorboard/`` with ``trainer.tensorboard=true``. A resumed run first cuts each log
 back to its checkpoint, so no row is ever written twice.
+
+Also the TSV cell escaping (:func:`tsv_cell`) that every TSV report shares. (The checks of input and output
+paths are in :mod:`ctcrnn.paths`.)
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -122,20 +126,31 @@ def csv_text(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def one_line(text: str) -> str:
-    """A field of skipped.tsv: tabs and line breaks inside an id or a reason would split its row."""
-    return " ".join(str(text).split())
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def tsv_cell(value) -> str:
+    """A value as one cell of a TSV report (skipped.tsv, hypotheses.tsv, ...): a backslash is written as
+    ``\\``, a tab as ``\t``, a line feed as ``\n`` and a carriage return as ``\r`` (backslash, letter), so a
+    file name or a reason holding them neither splits its row nor its line, and the text can be read back
+    exactly (every other character, spaces included, is written as it is)."""
+    return str(value).translate(_TSV_ESCAPES)
+
+
+def write_tsv(path: Path, columns: Iterable[str], rows, append: bool = False) -> None:
+    """A TSV report: a header of ``columns``, then one line per row, every cell through :func:`tsv_cell`.
+    ``append`` adds to an existing file (the header is written only when the file is new); otherwise the
+    file is replaced."""
+    new = not (append and path.exists())
+    with open(path, "a" if append else "w", encoding="utf-8") as f:
+        if new:
+            f.write("\t".join(columns) + "\n")
+        f.writelines("\t".join(tsv_cell(cell) for cell in row) + "\n" for row in rows)
 
 
 def write_skipped_tsv(path: Path, columns: tuple[str, ...], rows, append: bool = False) -> None:
-    """A skipped.tsv (training's and ``ctcrnn evaluate``'s): a header of ``columns``, then one tab-separated
-    line per row, every field through :func:`one_line`. ``append`` adds to an existing file (the header is
-    written only when the file is new); otherwise the file is replaced."""
-    new = not (append and path.exists())
-    with open(path, "a" if append else "w") as f:
-        if new:
-            f.write("\t".join(columns) + "\n")
-        f.writelines("\t".join(one_line(field) for field in row) + "\n" for row in rows)
+    """A skipped.tsv (training's and ``ctcrnn evaluate``'s): :func:`write_tsv`, one row per skipped item."""
+    write_tsv(path, columns, rows, append)
 
 
 def record_skipped(run_dir: Path, epoch: int, skipped: list[tuple[str, str]], first: bool) -> None:

@@ -104,10 +104,11 @@ def test_cli_beam_search_lm_build_and_tuning(tmp_path, capsys, monkeypatch, capl
     assert flashlight["beam"]["decoder"] == "flashlight beam 8, LM lm.arpa weight 0.5"
 
 
-def test_signed_option_values_parse_as_users_write_them():
+def test_signed_option_values_parse_as_users_write_them(tmp_path):
     parser = build_parser()
-    argv = ["tune-lm", "--checkpoint", "c.pt", "--lm", "lm.arpa", "--word-bonuses", "-1,0,1", "--unk-score", "-inf",
-            "--lm-weights", "0,1", "--split", "val"]
+    (tmp_path / "lm.arpa").write_text("")  # --lm is checked to be a readable file as it is parsed
+    argv = ["tune-lm", "--checkpoint", "c.pt", "--lm", str(tmp_path / "lm.arpa"), "--word-bonuses", "-1,0,1",
+            "--unk-score", "-inf", "--lm-weights", "0,1", "--split", "val"]
     assert attach_signed_values(argv)[5:8] == ["--word-bonuses=-1,0,1", "--unk-score=-inf", "--lm-weights"]
     args = parser.parse_args(attach_signed_values(argv))
     assert args.word_bonuses == [-1.0, 0.0, 1.0] and args.unk_score == -math.inf and args.split == "val"

@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "ctcrnn"
-FLOORS = {"registry": 0, "nn": 1, "decoding": 2, "training": 4, "evaluation": 4, "compare": 5, "cli": 5}
+FLOORS = {"registry": 0, "paths": 0, "nn": 1, "decoding": 2, "training": 4, "evaluation": 4, "compare": 5, "cli": 5}
 SHARED = 3  # every other top-level module (config, data, checkpoint, metrics, inference, runlog, randomness)
 TOP = 5     # ctcrnn/__init__.py, the zoo and the compatibility module ctcrnn/cells.py sit above everything
 

@@ -65,6 +65,35 @@ def test_tokens_are_compared_by_equality_not_by_hash():
     assert edit_distance(["a b"], ["a", "b"]) == 2
 
 
+def test_strings_and_label_ids_go_to_rapidfuzz_as_they_are_with_the_same_results():
+    """Two strings, or two lists of Python ints, skip the token-to-code mapping: same distances as the
+    mapped lists and the dynamic programme."""
+    rng = random.Random(1)
+    for _ in range(500):
+        ref = "".join(rng.choice("abé ") for _ in range(rng.randint(0, 9)))
+        hyp = "".join(rng.choice("abé ") for _ in range(rng.randint(0, 9)))
+        ids = [ord(c) for c in ref], [ord(c) for c in hyp]
+        assert edit_distance(ref, hyp) == edit_distance(list(ref), list(hyp)) == levenshtein_table(ref, hyp)
+        assert edit_distance(*ids) == edit_distance([np.int64(i) for i in ids[0]], ids[1]) == edit_distance(ref, hyp)
+        assert error_counts(ref, hyp) == error_counts(list(ref), list(hyp))
+
+
+def test_a_million_token_reference_is_scored_exactly():
+    """A corrupt manifest line can hold a transcript of millions of tokens against a hypothesis bounded by
+    the clip's frames: rapidfuzz's bit-parallel distance and Hirschberg alignment keep memory linear, and
+    every metric returns the exact count (this completes in well under a second of compiled code)."""
+    n = 1_000_000
+    ref = [1 + i % 7 for i in range(n)]
+    hyp = ref[:5] + [9] + ref[6:10]  # the first 10 tokens, one substituted
+    assert edit_distance(ref, hyp) == n - 9
+    assert error_counts(ref, hyp) == (1, n - 10, 0)
+    assert error_rate([ref, [1]], [hyp, [1]]) == pytest.approx(100 * (n - 9) / (n + 1), rel=1e-12)
+    assert edit_distance(ref, ref[: n // 2] + [0] + ref[n // 2:]) == 1  # long on both sides, one insertion
+    text = " ".join(map(str, ref))
+    assert wer([text], ["1 2 3"]) == pytest.approx(100 * (n - 3) / n, rel=1e-12)
+    assert cer([text], [text[:7]]) == pytest.approx(100 * (len(text) - 7) / len(text), rel=1e-12)
+
+
 def test_error_counts_split_equals_jiwer():
     import jiwer
     rng = random.Random(1)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import math
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..paths import check_output, input_file_problem
 from . import hashing
 
 __all__ = ["LN10", "NGramLM", "build_ngram_lm", "read_arpa", "write_arpa"]
@@ -229,44 +231,52 @@ class _Tables:
 def read_arpa(path: str | Path) -> NGramLM:
     """Read an ARPA back-off model (``\\data\\``, ``\\N-grams:`` sections, ``\\end\\``), plain or gzipped
     (``.arpa.gz``, as LibriSpeech ships its LMs). A model without ``<unk>`` gets one with log10
-    probability -100, as KenLM does."""
+    probability -100, as KenLM does. Anything wrong is a ValueError naming the file (and line): a missing
+    or unreadable file, a folder, a KenLM binary, a damaged or cut-short gzip stream, a file that ends
+    before ``\\end\\`` (truncated), a line that does not parse, NaN or +inf numbers, wrong n-gram counts."""
     path = Path(path)
+    problem = input_file_problem(path)
+    if problem:
+        raise ValueError(f"LM file {problem}")
     expected: dict[int, int] = {}
     rows: dict[int, list[tuple[list[str], float, float]]] = defaultdict(list)
     section = None  # None before \data\, 0 inside it, n inside \n-grams:
+    ended, number = False, 0
     with path.open("rb") as raw:
         head = raw.read(16)
     if head.startswith(b"mmap lm "):
         raise ValueError(f"{path} is a KenLM binary: ctcrnn's own decoder reads ARPA text (the file the binary "
                          "was built from); --decoder flashlight or pyctcdecode read KenLM binaries")
     opener = gzip.open if head.startswith(b"\x1f\x8b") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, line in _numbered_lines(handle, path):
-            line = line.strip()
-            if not line:
-                continue
-            if line == "\\data\\":
-                section = 0
-            elif line == "\\end\\":
-                break
-            elif line.startswith("\\") and line.endswith("-grams:"):
-                section = int(line[1:-len("-grams:")])
-            elif section == 0 and line.startswith("ngram "):
-                n, count = line[len("ngram "):].split("=")
-                expected[int(n)] = int(count)
-            elif section:
-                fields = line.split()
-                if len(fields) not in (section + 1, section + 2):
-                    raise ValueError(f"{path}:{number}: a {section}-gram line needs a log10 probability, "
-                                     f"{section} words and an optional back-off, got {line!r}")
-                try:
-                    backoff = float(fields[section + 1]) if len(fields) == section + 2 else 0.0
-                    rows[section].append((fields[1:section + 1], float(fields[0]), backoff))
-                except ValueError:
-                    raise ValueError(f"{path}:{number}: expected numbers for the log10 probability and back-off, "
-                                     f"got {line!r}") from None
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, raw_line in _numbered_lines(handle, path):
+                line = raw_line.strip()
+                if not line:
+                    continue
+                if not raw_line.endswith("\n") and line != "\\end\\":
+                    break  # a last line cut off mid-way: reported below as a truncated file
+                if line == "\\data\\":
+                    section = 0
+                elif line == "\\end\\":
+                    ended = True
+                    break
+                elif line.startswith("\\") and line.endswith("-grams:"):
+                    section = _header_number(line[1:-len("-grams:")], line, path, number)
+                elif section == 0 and line.startswith("ngram "):
+                    n, _, count = line[len("ngram "):].partition("=")
+                    expected[_header_number(n, line, path, number)] = _header_number(count, line, path, number)
+                elif section:
+                    rows[section].append(_ngram_line(line, section, path, number))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # EOFError: the stream ends mid-way (cut short)
+        raise ValueError(f"{path}: the gzip data is cut short or damaged ({e}; {number} lines read): the file is "
+                         "truncated or corrupt; copy or download it again") from None
     if not expected:
         raise ValueError(f"{path} has no \\data\\ section with 'ngram N=count' lines: is it an ARPA file?")
+    if not ended:
+        where = f"in its {section}-grams section" if section else "before its first n-gram section"
+        raise ValueError(f"{path} ends after line {number}, {where}, without the closing \\end\\ line: the file "
+                         "is truncated (cut short while copying or writing); copy or build it again")
     for n, count in expected.items():
         if len(rows[n]) != count:
             raise ValueError(f"{path}: the header announces {count} {n}-grams but the file lists {len(rows[n])}")
@@ -284,6 +294,34 @@ def read_arpa(path: str | Path) -> NGramLM:
         ngrams.append((ids.reshape(-1, n), torch.tensor([p for _, p, _ in rows[n]], dtype=torch.float64),
                        torch.tensor([b for _, _, b in rows[n]], dtype=torch.float64)))
     return NGramLM(vocab, ngrams)
+
+
+def _header_number(text: str, line: str, path: Path, number: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{path}:{number}: expected 'ngram N=count' or '\\N-grams:' with whole numbers, got {line!r}")
+    return value
+
+
+def _ngram_line(line: str, order: int, path: Path, number: int) -> tuple[list[str], float, float]:
+    """(words, log10 probability, log10 back-off) of one line of the ``order``-grams section."""
+    fields = line.split()
+    if len(fields) not in (order + 1, order + 2):
+        raise ValueError(f"{path}:{number}: a {order}-gram line needs a log10 probability, "
+                         f"{order} words and an optional back-off, got {line!r}")
+    try:
+        logp, backoff = float(fields[0]), float(fields[order + 1]) if len(fields) == order + 2 else 0.0
+    except ValueError:
+        raise ValueError(f"{path}:{number}: expected numbers for the log10 probability and back-off, "
+                         f"got {line!r}") from None
+    # -inf is a valid log10 of 0; NaN or +inf would turn every score they reach into NaN or +inf.
+    if math.isnan(logp) or math.isnan(backoff) or logp == math.inf or backoff == math.inf:
+        raise ValueError(f"{path}:{number}: the log10 probability and back-off must be numbers or -inf, "
+                         f"got {line!r}")
+    return fields[1:order + 1], logp, backoff
 
 
 def _numbered_lines(handle, path: Path):
@@ -358,21 +396,61 @@ def build_ngram_lm(sentences: Iterable[Sequence[str]], order: int = 3) -> NGramL
     return NGramLM(vocab, ngrams)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ctcrnn.decoding.lm", description="n-gram language model tools")
+def read_text_lines(path: Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file; a byte that is not UTF-8 is an error naming the file and line."""
+    lines = []
+    for number, encoded in enumerate(path.read_bytes().removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        try:
+            line = encoded.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{number}: not UTF-8 text (byte {encoded[e.start]:#04x} at byte {e.start + 1} of "
+                             "the line): save the text as UTF-8") from None
+        if line.strip():
+            lines.append(line)
+    return lines
+
+
+def _text_file(text: str) -> Path:
+    problem = input_file_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def _order(text: str) -> int:
+    try:
+        order = int(text)
+    except ValueError:
+        order = 0
+    if order < 1:
+        raise argparse.ArgumentTypeError(f"the n-gram order is a whole number >= 1 (e.g. 3), got {text!r}")
+    return order
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m ctcrnn.decoding.lm") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description="n-gram language model tools")
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="Witten-Bell n-gram ARPA model from a text file, one sentence a line")
-    build.add_argument("text", type=Path)
-    build.add_argument("--order", type=int, default=3)
+    build.add_argument("text", type=_text_file)
+    build.add_argument("--order", type=_order, default=3)
     build.add_argument("--out", type=Path, required=True)
     build.add_argument("--unit", choices=["word", "char"], default="word",
                        help="word: whitespace-separated words; char: every character, spaces written as --space")
     build.add_argument("--space", default="|", help="the token that stands for a space in char models")
     args = parser.parse_args(argv)
-    lines = [line.split() for line in args.text.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # Both files are checked before the counting starts, which can take minutes on a large corpus. Errors
+    # found here exit with 1, argparse's own (the text file missing, a bad --order) with 2, as in ``ctcrnn``.
+    try:
+        check_output(args.out, "--out")
+        lines = [line.split() for line in read_text_lines(args.text)]
+        if not lines:
+            raise ValueError(f"text {args.text} has no sentences (every line is blank): give one sentence a line")
+    except ValueError as e:
+        build.exit(1, f"{build.prog}: error: {e}\n")
     if args.unit == "char":
         lines = [[c for word in words for c in (*word, args.space)][:-1] for words in lines]
     lm = build_ngram_lm(lines, args.order)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_arpa(lm, args.out)
     sizes = ", ".join(f"{len(ids)} {n}-grams" for n, (ids, _, _) in enumerate(lm.ngrams, start=1))
     print(f"wrote {args.out}: {sizes} from {len(lines)} sentences")

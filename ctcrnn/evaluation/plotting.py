@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..paths import check_output
 from ..runlog import TableLog
 
 
@@ -16,9 +17,13 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} " + ("is a file: give the run folder that holds metrics.jsonl"
+                                                     if run_dir.exists() else "does not exist: check the path"))
     epochs, steps = TableLog(run_dir, "metrics", "epoch").rows(), TableLog(run_dir, "steps", "step").rows()
     if not epochs and not steps:
         raise ValueError(f"{run_dir} has no metrics.jsonl or steps.jsonl: is it a ctcrnn run folder?")
+    out = check_output(out, "--out") if out else check_output(run_dir / "curves.png", "the default --out")
     fig, (loss_ax, error_ax, lr_ax) = plt.subplots(1, 3, figsize=(14, 3.8))
     if steps:
         loss_ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6,
@@ -38,7 +43,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    out = Path(out) if out else run_dir / "curves.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

@@ -1,9 +1,12 @@
 """Evaluate a checkpoint on a dataset split: transcripts, segmentation and alignment scores, files.
 
 Writes to the output folder: ``summary.json``, ``summary.md``, ``hypotheses.tsv`` (one line per
-clip: id, reference, hypothesis, edits, plus the beam-search hypothesis when a decoder is given) and,
-for data with frame labels, ``segments.png``. Greedy results are always reported, so a beam/LM setting
-is read against them in the same file.
+clip: id, reference, hypothesis, edits, plus the beam-search hypothesis when a decoder is given; cells
+escaped as :func:`ctcrnn.runlog.tsv_cell` says), ``skipped.tsv`` (clips that could not be read, or whose
+model output is not finite), ``too_long_references.tsv`` (clips whose reference has more labels than the
+model outputs frames for the clip: it cannot emit them; they are scored all the same, each missing label
+an error) and, for data with frame labels, ``segments.png``. Greedy results are always reported, so a
+beam/LM setting is read against them in the same file. The folder is checked before the model runs.
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
 from __future__ import annotations
@@ -21,10 +24,12 @@ from ..config import apply_override, config_from_dict
 from ..nn.ctc import min_ctc_frames
 from ..data import build_dataset, labels_to_text
 from ..decoding.factory import describe_decoder, make_decoder, with_word_delimiter
-from ..metrics import cer, characters, edit_distance, error_rate, segmentation_scores, wer, words
+from ..metrics import cer, edit_distance, error_rate, segmentation_scores, wer, words
 from ..data import make_loader
 from ..inference import predict, resolve_device
-from ..runlog import write_skipped_tsv
+from ..paths import check_output
+from ..runlog import write_skipped_tsv, write_tsv
+from .transcribe import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +45,8 @@ def frames_from_transcript(log_probs: torch.Tensor, transcript: list[int], num_i
                            stride: int = 1) -> list[int] | None:
     """Forced-align ``transcript`` to one clip's (T', V) log-probs and label every input frame;
     None when the transcript is empty or cannot fit the output frames."""
-    if not transcript or min_ctc_frames(transcript) > log_probs.shape[0]:
+    # The length test first: it is O(1), and a huge reference (a corrupt manifest line) fails it at once.
+    if not transcript or len(transcript) > log_probs.shape[0] or min_ctc_frames(transcript) > log_probs.shape[0]:
         return None
     segments = forced_align_segments(log_probs, transcript)
     return to_input_frames(frame_labels_from_segments(segments, log_probs.shape[0]), num_input, stride)
@@ -54,12 +60,15 @@ DECODE_BATCH = 256
 def run_model(model, dataset, batch_size: int, device: torch.device, num_workers: int = 0,
               decoder=None, keep_log_probs: bool = False, unreadable: list | None = None,
               max_frames: int = 0) -> list[dict]:
-    """Per clip: id, reference (and its raw ``text`` when the dataset has one), greedy hypothesis, the
-    ``decoder``'s best hypothesis (when given), the clip's (T', V) log-probs (with ``keep_log_probs``, for
-    re-decoding) and frame labels from both alignment settings. Items the dataset cannot read are
-    appended to ``unreadable`` as (id, reason)."""
+    """Per clip: id, reference (and its raw ``text`` when the dataset has one), greedy hypothesis, output
+    frames T', the ``decoder``'s best hypothesis (when given), the clip's (T', V) log-probs (with
+    ``keep_log_probs``, for re-decoding) and frame labels from both alignment settings. Items the dataset
+    cannot read, and clips whose log-probs are not finite, are appended to ``unreadable`` as (id, reason)
+    (and logged when no list is given)."""
     model.to(device)
     results = []
+    counted = unreadable is not None
+    unreadable = unreadable if counted else []
     pending = []  # (row, its (T', V) log-probs): clips waiting for the beam search
 
     def decode_pending():
@@ -73,7 +82,12 @@ def run_model(model, dataset, batch_size: int, device: torch.device, num_workers
     loader = make_loader(dataset, batch_size, num_workers, device, max_frames=max_frames)
     for batch, log_probs, out_lengths, hyps in predict(model, loader, device, unreadable):
         for i, sample_id in enumerate(batch["ids"]):
-            row = {"id": sample_id, "ref": batch["targets"][i], "hyp": hyps[i]}
+            try:
+                check_finite(log_probs[i, : int(out_lengths[i])], sample_id)
+            except ValueError as error:
+                unreadable.append((sample_id, str(error)))
+                continue
+            row = {"id": sample_id, "ref": batch["targets"][i], "hyp": hyps[i], "frames": int(out_lengths[i])}
             if "texts" in batch:
                 row["text"] = batch["texts"][i]
             if decoder is not None:
@@ -91,7 +105,17 @@ def run_model(model, dataset, batch_size: int, device: torch.device, num_workers
         if len(pending) >= DECODE_BATCH:
             decode_pending()
     decode_pending()
+    if unreadable and not counted:
+        log.warning("%d clips could not be read or gave non-finite log-probabilities and are left out, e.g. %s: %s",
+                    len(unreadable), *unreadable[0])
     return results
+
+
+def too_long_references(results: list[dict]) -> list[dict]:
+    """The rows whose reference has more labels than the clip's output frames: no CTC output can hold it
+    (a wrong transcript, a cut clip, a corrupt manifest line); each missing label is scored as an error.
+    Rows made elsewhere than :func:`run_model`, without "frames", are not checked."""
+    return [r for r in results if len(r["ref"]) > r.get("frames", len(r["ref"]))]
 
 
 def spells_words(input_spec: dict | None) -> bool:
@@ -110,7 +134,7 @@ def transcript_scores(results: list[dict], key: str, labels: list[str], input_sp
         ref_texts = [reference_text(r, labels, input_spec) for r in results]
         hyp_texts = [labels_to_text(h, labels, input_spec) for h in hyps]
         scores["wer"], scores["cer"] = wer(ref_texts, hyp_texts), cer(ref_texts, hyp_texts)
-        exact = sum(characters(a) == characters(b) for a, b in zip(ref_texts, hyp_texts))
+        exact = sum(a.strip() == b.strip() for a, b in zip(ref_texts, hyp_texts))  # characters(a) == characters(b)
         scores["transcript_exact"] = 100.0 * exact / len(results)
     return scores
 
@@ -185,27 +209,30 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
     def text(seq: list[int]) -> str:
         return labels_to_text(seq, labels, spec)
 
-    def edits(row: dict, hyp: list[int]) -> str:
-        # Counted with the same transforms as the summary's CER/WER, so the columns add up to it.
-        if not spelled:
-            return str(edit_distance(row["ref"], hyp))
-        ref = reference_text(row, labels, spec)
-        return (f"{edit_distance(characters(ref), characters(text(hyp)))}\t"
-                f"{edit_distance(words(ref), words(text(hyp)))}")
+    def row_cells(r: dict) -> list:
+        ref = reference_text(r, labels, spec) if spelled else text(r["ref"])
+        cells = [r["id"], ref]
+        for hyp in [r["hyp"], r["beam"]] if beam else [r["hyp"]]:
+            # Counted with the same transforms as the summary's CER/WER, so the columns add up to it
+            # (characters(a) vs characters(b) is the stripped strings, compared without making lists).
+            hyp_text = text(hyp)
+            cells += ([hyp_text, edit_distance(ref.strip(), hyp_text.strip()), edit_distance(words(ref), words(hyp_text))]
+                      if spelled else [hyp_text, edit_distance(r["ref"], hyp)])
+        return cells
 
-    edit_columns = "char_edits\tword_edits" if spelled else "edits"
-    with open(out_dir / "hypotheses.tsv", "w") as f:
-        f.write(f"id\treference\thypothesis\t{edit_columns}")
-        f.write("".join(f"\tbeam_{c}" for c in ["hypothesis", *edit_columns.split("\t")]) + "\n" if beam else "\n")
-        for r in results:
-            ref = reference_text(r, labels, spec) if spelled else text(r["ref"])
-            f.write(f"{r['id']}\t{ref}\t{text(r['hyp'])}\t{edits(r, r['hyp'])}")
-            f.write(f"\t{text(r['beam'])}\t{edits(r, r['beam'])}\n" if beam else "\n")
+    columns = ["id", "reference", "hypothesis", *(["char_edits", "word_edits"] if spelled else ["edits"])]
+    columns += [f"beam_{c}" for c in columns[2:]] if beam else []
+    write_tsv(out_dir / "hypotheses.tsv", columns, map(row_cells, results))
     write_skipped(out_dir, unreadable)
+    too_long = too_long_references(results)
+    _write_or_remove(out_dir / "too_long_references.tsv", ("id", "reference_labels", "output_frames"),
+                     [(r["id"], len(r["ref"]), r["frames"]) for r in too_long])
     lines = [f"# Evaluation: {summary['checkpoint']} on split `{summary['split']}`", "",
              "| metric | value |", "|---|---|", f"| clips | {summary['clips']} |"]
     if unreadable:
         lines.append(f"| unreadable clips skipped (skipped.tsv) | {len(unreadable)} |")
+    if too_long:
+        lines.append(f"| references longer than the model's output (too_long_references.tsv) | {len(too_long)} |")
     for name, block in [("", summary), *([(f"beam search ({summary['beam']['decoder']}): ", summary["beam"])]
                                         if beam else [])]:
         if spelled:
@@ -224,11 +251,24 @@ def write_reports(results: list[dict], summary: dict, labels: list[str], out_dir
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
+# Every file write_reports may write, checked before the model runs.
+REPORT_FILES = ("summary.json", "summary.md", "hypotheses.tsv", "skipped.tsv", "too_long_references.tsv",
+                "segments.png")
+
+
 def write_skipped(out_dir: Path, unreadable: list | None) -> None:
     """skipped.tsv: every clip the dataset could not read, with the reason (written as training writes its own)."""
-    if unreadable:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_skipped_tsv(out_dir / "skipped.tsv", ("id", "reason"), unreadable)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_or_remove(out_dir / "skipped.tsv", ("id", "reason"), unreadable or [], write_skipped_tsv)
+
+
+def _write_or_remove(path: Path, columns: tuple[str, ...], rows: list, writer=write_tsv) -> None:
+    """A list report when there is something to list; otherwise no file, not one left by an earlier
+    evaluation into the same folder (it would list clips this one did not skip)."""
+    if rows:
+        writer(path, columns, rows)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def load_for_evaluation(checkpoint: str | Path, split: str | None, default: str = "test",
@@ -262,11 +302,13 @@ def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Pa
     overrides: ``data.*`` settings that point the checkpoint's data config at other data.
     """
     state, cfg, split, dataset, model = load_for_evaluation(checkpoint, split, overrides=overrides)
+    option = "--out" if out_dir else "the default output folder (choose another with --out)"
+    out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{split.replace('/', '_')}"
+    check_output(out_dir, option, folder=True, inside=REPORT_FILES)  # before the model runs, not after
     beam = make_decoder(state["labels"], **with_word_delimiter(decoder, state["input_spec"])) if decoder else None
     unreadable: list = []
     results = run_model(model, dataset, batch_size or cfg.data.eval_batch_size, resolve_device(device),
                         cfg.data.num_workers, decoder=beam, unreadable=unreadable, max_frames=cfg.data.max_frames)
-    out_dir = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{split.replace('/', '_')}"
     if not results:
         write_skipped(out_dir, unreadable)
         first = "; ".join(f"{i}: {reason}" for i, reason in unreadable[:3])
@@ -275,6 +317,13 @@ def evaluate(checkpoint: str | Path, split: str | None = None, out_dir: str | Pa
     summary = {"checkpoint": str(checkpoint), "split": split, "epoch": state["epoch"] + 1,
                **score(results, state["labels"], cfg.eval.background, state["input_spec"]),
                "unreadable": len(unreadable)}
+    too_long = too_long_references(results)
+    summary["too_long_references"] = len(too_long)
+    if too_long:
+        log.warning("%d references have more labels than their clip's output frames, so the model cannot emit "
+                    "them (each missing label is scored as an error), listed in %s: e.g. %s (%d labels, %d frames)",
+                    len(too_long), out_dir / "too_long_references.tsv", too_long[0]["id"], len(too_long[0]["ref"]),
+                    too_long[0]["frames"])
     if beam is not None:
         summary["beam"]["decoder"] = describe_decoder(decoder)
     write_reports(results, summary, state["labels"], out_dir, cfg.eval.num_plots, state["input_spec"], unreadable)

@@ -8,6 +8,8 @@ Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.au
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +21,9 @@ from ..nn.ctc import min_ctc_frames
 from ..data import labels_to_text
 from ..decoding.decoders import greedy_decode
 from ..registry import READERS
+from ..paths import OutputLocationError, check_output
 
-__all__ = ["Recogniser", "Transcript", "text_to_labels", "write_ctm"]
+__all__ = ["Recogniser", "Transcript", "check_ctm_output", "check_finite", "ctm_ids", "text_to_labels", "write_ctm"]
 
 
 @dataclass
@@ -46,6 +49,18 @@ def text_to_labels(text: str, labels: list[str], input_spec: dict) -> list[int]:
     return [index[u] for u in units]
 
 
+def check_finite(log_probs: torch.Tensor, name: str | Path) -> torch.Tensor:
+    """``log_probs`` (T', V) of the clip ``name``, or a ValueError naming it when some are NaN or infinite.
+    A log-softmax of finite inputs is finite: NaN or inf means the input overflowed the model (for audio,
+    e.g. float samples far outside [-1, 1]), and decoding it would give an empty or arbitrary transcript."""
+    bad = int((~torch.isfinite(log_probs)).any(-1).sum())
+    if bad:
+        raise ValueError(f"{name}: the model's log-probabilities are not finite (NaN or inf) on {bad} of "
+                         f"{log_probs.shape[0]} output frames: the input is outside the range the model reads "
+                         "(e.g. audio samples far beyond [-1, 1]); check the file and re-encode it at a normal level")
+    return log_probs
+
+
 class Recogniser:
     """A checkpoint ready to read files: ``recogniser.transcribe(paths)`` / ``recogniser.align(path, text)``.
 
@@ -64,10 +79,16 @@ class Recogniser:
 
     @torch.no_grad()
     def log_probs(self, path: str | Path) -> torch.Tensor:
-        """(T', V) log-probabilities of one file."""
-        x = self.read(path, self.input_spec)
+        """(T', V) log-probabilities of one file; a ValueError naming the file where it cannot be read or
+        they are not finite."""
+        try:
+            x = self.read(path, self.input_spec)
+        except ValueError as e:
+            if str(path) in str(e):
+                raise
+            raise ValueError(f"{path}: {e}") from None  # a reader's message that does not say which file
         log_probs, out_lengths = self.model(x[None].to(self.device), torch.tensor([x.shape[0]], device=self.device))
-        return log_probs[0, : int(out_lengths[0])].cpu()
+        return check_finite(log_probs[0, : int(out_lengths[0])].cpu(), path)
 
     def _segments(self, log_probs: torch.Tensor, tokens: list[int]) -> list[dict]:
         if not tokens or min_ctc_frames(tokens) > log_probs.shape[0]:
@@ -108,16 +129,49 @@ class Recogniser:
                           self._segments(log_probs, tokens))
 
 
+def check_ctm_output(path: str | Path, option: str = "--ctm") -> Path:
+    """Refuse, before any work, a CTM location :func:`write_ctm` cannot write (it and its ``.json`` twin)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        raise OutputLocationError(f"{option} {path} ends in .json, the name of the JSON copy written next to the "
+                                  f"CTM: name it {path.with_suffix('.ctm')}")
+    check_output(path, option)
+    check_output(path.with_suffix(".json"), f"{option} (its JSON copy)")
+    return path
+
+
+def ctm_ids(paths: list[str]) -> list[str]:
+    """One CTM file id per path: the file's stem ("call_07"), or, where two files share a stem, every
+    file's path relative to the folder they share ("day1/call_07.wav", "day2/call_07.wav"). Whitespace,
+    which would split a CTM line, becomes "_"; a path given twice gets "~2", "~3" on its later ids."""
+    ids = [Path(p).stem for p in paths]
+    if len(set(ids)) < len(ids):
+        absolute = [os.path.abspath(p) for p in paths]
+        common = os.path.commonpath([os.path.dirname(p) for p in absolute])
+        ids = [os.path.relpath(p, common) for p in absolute]
+    ids = ["_".join(i.split()) or "_" for i in ids]
+    seen: Counter = Counter()
+    unique = []
+    for i in ids:
+        seen[i] += 1
+        unique.append(i if seen[i] == 1 else f"{i}~{seen[i]}")
+    return unique
+
+
 def write_ctm(transcripts: list[Transcript], path: str | Path) -> None:
-    """NIST CTM-style lines ``<file> 1 <start_s> <duration_s> <token> <score>`` (space tokens written as
-    ``<space>``), plus the same as JSON next to it (``.json``)."""
+    """NIST CTM-style lines ``<file id> 1 <start_s> <duration_s> <token> <score>`` (space tokens written as
+    ``<space>``; file ids from :func:`ctm_ids`, unique), plus the same as JSON next to it (``.json``, each
+    transcript with its ``ctm_id``)."""
     lines = []
-    for t in transcripts:
+    ids = ctm_ids([t.path for t in transcripts])
+    for t, file_id in zip(transcripts, ids):
         for s in t.segments:
             if "start_s" not in s:
                 raise ValueError("the checkpoint's input_spec has no 'fps', so there are no times in seconds")
             token = "<space>" if s["label"].isspace() else s["label"]
-            lines.append(f"{Path(t.path).stem} 1 {s['start_s']:.3f} {s['end_s'] - s['start_s']:.3f} {token} "
-                         f"{s['score']:.4f}")
-    Path(path).write_text("\n".join(lines) + ("\n" if lines else ""))
-    Path(path).with_suffix(".json").write_text(json.dumps([t.__dict__ for t in transcripts], indent=2) + "\n")
+            lines.append(f"{file_id} 1 {s['start_s']:.3f} {s['end_s'] - s['start_s']:.3f} {token} {s['score']:.4f}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    records = [{**t.__dict__, "ctm_id": file_id} for t, file_id in zip(transcripts, ids)]
+    path.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")

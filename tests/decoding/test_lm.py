@@ -118,6 +118,62 @@ def read_arpa_text(folder):
     return read_arpa(folder / "plain.arpa")
 
 
+# A file cut short (a failed copy or download) and other damage: one error naming the file, never a wrong
+# model or a traceback from gzip or int().
+_CUT_MID_SECTION = ARPA[: ARPA.index("-0.35\tcat sat")]  # ends inside the 2-grams
+DAMAGED = {
+    "cut.arpa": (_CUT_MID_SECTION.encode(), (r"cut\.arpa ends after line 17, in its 2-grams section, without the "
+                                            r"closing \\end\\ line: the file is truncated")),
+    "cut_mid_line.arpa": (ARPA[: ARPA.index("-0.35\tcat sat") + 9].encode(), "without the closing .* truncated"),
+    "cut_in_header.arpa": (ARPA[: ARPA.index("ngram 3")].encode(),
+                           "before its first n-gram section, without the closing .* truncated"),
+    "cut.arpa.gz": (gzip.compress(ARPA.encode())[:60],
+                    r"cut\.arpa\.gz: the gzip data is cut short or damaged .* truncated or corrupt"),
+    "corrupt.arpa.gz": (gzip.compress(ARPA.encode())[:20] + b"\x00" * 200, "gzip data is cut short or damaged"),
+    "cut_gz_of_cut.arpa.gz": (gzip.compress(_CUT_MID_SECTION.encode()), "in its 2-grams section, without the closing"),
+    "nan.arpa": (ARPA.replace("-0.6\tcat", "nan\tcat").encode(),
+                 r"nan\.arpa:10: the log10 probability and back-off must be numbers or -inf"),
+    "inf_backoff.arpa": (ARPA.replace("\t-0.25", "\tinf").encode(), ":10: .* must be numbers or -inf"),
+    "bad_count.arpa": (ARPA.replace("ngram 2=4", "ngram 2=four").encode(), r":4: expected 'ngram N=count'"),
+    "bad_section.arpa": (ARPA.replace("\\2-grams:", "\\two-grams:").encode(), r":15: expected 'ngram N=count'"),
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGED))
+def test_damaged_or_truncated_arpa_is_an_error_naming_the_file(tmp_path, name):
+    data, message = DAMAGED[name]
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=message):
+        read_arpa(tmp_path / name)
+
+
+def test_missing_lm_or_folder_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match=f"LM file {tmp_path / 'none.arpa'} does not exist: check the path"):
+        read_arpa(tmp_path / "none.arpa")
+    with pytest.raises(ValueError, match=f"LM file {tmp_path} is a directory, not a file"):
+        read_arpa(tmp_path)
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["build", "TMP/none.txt", "--out", "TMP/x.arpa"], 2, "argument text: TMP/none.txt does not exist"),
+    (["build", "TMP", "--out", "TMP/x.arpa"], 2, "argument text: TMP is a directory"),
+    (["build", "TMP/text.txt", "--out", "TMP/x.arpa", "--order", "0"], 2,
+     "argument --order: the n-gram order is a whole number >= 1"),
+    (["build", "TMP/latin1.txt", "--out", "TMP/x.arpa"], 1, "TMP/latin1.txt:2: not UTF-8 text (byte 0xe9 at byte 4"),
+    (["build", "TMP/blank.txt", "--out", "TMP/x.arpa"], 1, "text TMP/blank.txt has no sentences"),
+    (["build", "TMP/text.txt", "--out", "TMP"], 1, "--out TMP is a directory, not a file"),
+])
+def test_build_command_refuses_bad_files_before_counting(tmp_path, capsys, argv, status, message):
+    (tmp_path / "text.txt").write_text("the cat\n")
+    (tmp_path / "latin1.txt").write_bytes("the cat\ncaf\xe9\n".encode("latin-1"))
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    with pytest.raises(SystemExit) as info:
+        main([a.replace("TMP", str(tmp_path)) for a in argv], prog="ctcrnn lm")
+    err = capsys.readouterr().err
+    assert info.value.code == status and f"ctcrnn lm build: error: {message.replace('TMP', str(tmp_path))}" in err, err
+    assert not (tmp_path / "x.arpa").exists()
+
+
 def test_witten_bell_by_hand(tmp_path):
     # Sentences "a b a" and "b": unigram counts a 2, b 2, </s> 2 (N = 6, 3 types), vocabulary of 4
     # predicted words (a, b, </s>, <unk>); every bigram context (<s>, a, b) has count 2 and 2 followers.
