@@ -30,14 +30,17 @@ def run_live(recognizer: StreamingRecognizer, chunks: Iterable[torch.Tensor], ch
     transcript."""
     last, read_s, start = "", 0.0, time.perf_counter()
     rate = raw_rate(recognizer.input_spec)
-    for chunk in chunks:
-        text = recognizer.accept(chunk)
-        read_s += chunk.shape[0] / rate
-        if realtime:
-            time.sleep(max(0.0, read_s - (time.perf_counter() - start)))
-        if on_partial is not None and text != last:
-            on_partial(read_s, text)
-        last = text
+    try:
+        for chunk in chunks:
+            text = recognizer.accept(chunk)
+            read_s += chunk.shape[0] / rate
+            if realtime:
+                time.sleep(max(0.0, read_s - (time.perf_counter() - start)))
+            if on_partial is not None and text != last:
+                on_partial(read_s, text)
+            last = text
+    except KeyboardInterrupt:   # Ctrl-C ends a live stream: what was heard so far is still transcribed
+        print(f"interrupted after {read_s:.2f} s of input: finishing the stream", file=sys.stderr, flush=True)
     return recognizer.finish()
 
 
