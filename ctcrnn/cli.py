@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="read each file chunk by chunk as if live (a causal "
                    "*_streaming model), printing partial results to stderr as they change")
     p.add_argument("--chunk-seconds", type=positive_float, help="long files with any model: overlapping windows "
-                   "of this many seconds, one in memory at a time, decoded as one stream")
+                   "of this many seconds, one through the model at a time, decoded as one stream")
     p.add_argument("--context-seconds", type=nonneg_float, help="with --chunk-seconds: extra input read on each "
                    "side of a window (default a quarter of the window)")
     add_live_options(p)

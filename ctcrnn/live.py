@@ -82,7 +82,9 @@ class WindowedTranscriber:
         while not done:
             core_start, core_end = k * self.step, (k + 1) * self.step
             need = core_end + self.context
-            while buffer is None or buffer_start + buffer.shape[0] < need:
+            # Read past `need`, not up to it: only an empty read tells that the input has ended, and the last
+            # window must know it is the last (it owns the frames past the final core: audio has 1 + N // hop).
+            while buffer is None or buffer_start + buffer.shape[0] <= need:
                 chunk = next(source, None)
                 if chunk is None:
                     done = True

@@ -156,9 +156,24 @@ class StreamingRecognizer:
         returns the best transcript so far."""
         if self.finished:
             raise RuntimeError("accept() after finish(): call reset() to start a new stream")
-        self._run(self.input.accept(chunk), final=False)
+        saved = self._snapshot()
+        try:
+            self._run(self.input.accept(chunk), final=False)
+        except Exception:
+            self._restore(saved)   # a refused chunk leaves the stream as it was
+            raise
         self.hypothesis = self.decoder.best()
         return self.text()
+
+    def _snapshot(self):
+        """What accept() changes before the decoder has taken the frames: the stream code replaces tensors and
+        never writes into them, so shallow copies are a full snapshot (the decoder refuses bad frames itself,
+        before it changes anything)."""
+        return dict(vars(self.input)), {part: dict(tensors) for part, tensors in self.state.items()}, self.to_drop
+
+    def _restore(self, saved) -> None:
+        preprocessing, self.state, self.to_drop = saved
+        vars(self.input).update(preprocessing)
 
     def finish(self) -> str:
         """Flush the preprocessing and the lookahead; returns the final transcript."""

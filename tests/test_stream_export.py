@@ -1,7 +1,7 @@
 """The exported step function of every streaming zoo entry (ONNX run with onnxruntime, TorchScript with
 torch.jit.load): fed a stream chunk by chunk with the state as explicit tensors, as config.json tells a runtime
 to (drop the first delay frames, pad the last chunk with zeros to whole strides, then flush), its frames equal
-the PyTorch model's offline log-probs over the whole input within 1e-4."""
+the PyTorch model's offline log-probs over the whole input within 1e-5."""
 import json
 import warnings
 
@@ -14,7 +14,9 @@ from ctcrnn.export import ExportError
 from ctcrnn.stream_export import export_streaming
 from tests.test_export import smoke_state
 
-TOLERANCE = 1e-4
+# The graphs run the same float32 operations as PyTorch, fused differently by the runtime: rounding-level
+# differences (2.4e-7 measured), far below the 1e-5 that streaming promises.
+TOLERANCE = 1e-5
 
 
 class Runner:

@@ -117,6 +117,7 @@ def test_bad_chunks_are_refused_and_leave_the_stream_unchanged():
            (torch.zeros(2, 10), ValueError, "mono"),
            (torch.tensor([0.0, float("nan")]), ValueError, "NaN"),
            (torch.tensor([float("inf")]), ValueError, "infinite"),
+           (torch.full((800,), 1e30), ValueError, "too large"),      # finite samples whose features overflow
            ([0.0, 0.1], TypeError, "torch.Tensor")]
     for i, chunk in enumerate(wave.split(500)):
         chunk_bad, error, message = bad[i % len(bad)]
@@ -152,14 +153,15 @@ def test_models_and_inputs_that_cannot_stream_are_named():
         StreamingRecognizer(model, LABELS, {"modality": "image", "step_shape": [1, 32]})
 
 
+@pytest.mark.parametrize("samples", [12345, 12000, 4000])   # 12000, 4000: whole numbers of 0.5 s windows
 @pytest.mark.parametrize("window_s, context_s", [(0.3, 0.3), (0.25, 0.35), (0.5, 0.0), (0.2, 0.05)])
-def test_windows_own_every_frame_once_and_match_offline_with_enough_context(window_s, context_s):
+def test_windows_own_every_frame_once_and_match_offline_with_enough_context(window_s, context_s, samples):
     """A bidirectional-style model with a finite receptive field (conv frontend, TCN encoder: a few frames):
     with context past it the windowed log-probs equal the offline ones exactly; without context the frame
     count is still exact (no frame lost or duplicated at a seam)."""
     model, pipeline = audio_setup(normalize="none", name="deepspeech2_small",
                                   encoder={"type": "tcn", "hidden_size": 6, "num_layers": 2})
-    wave = 0.3 * torch.randn(12345, generator=torch.Generator().manual_seed(6))
+    wave = 0.3 * torch.randn(samples, generator=torch.Generator().manual_seed(6))
     reference = offline(model, pipeline(wave))
     spec = pipeline.input_spec()
     windows = WindowedTranscriber(model, spec, window_s=window_s, context_s=context_s)

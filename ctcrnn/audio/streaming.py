@@ -82,9 +82,13 @@ class AudioStream(StreamInput):
         count = (self.buffer.numel() - self.n_fft) // self.hop + 1 if self.buffer.numel() >= self.n_fft else 0
         if not count:
             return torch.zeros(0, self.pipeline.extractor.feature_dim)
-        feats = self.extractor(self.buffer[: (count - 1) * self.hop + self.n_fft])
+        feats = normalize_features(self.extractor(self.buffer[: (count - 1) * self.hop + self.n_fft]),
+                                   self.pipeline.features.normalize, self.pipeline.stats)
+        if not torch.isfinite(feats).all():   # finite samples whose power overflows float32 (|x| ~ 1e19 and up)
+            raise ValueError(f"the chunk's samples are too large (up to {self.buffer.abs().max():.3g}; audio is "
+                             f"expected in [-1, 1]): their features overflow, so the chunk is refused")
         self.buffer = self.buffer[count * self.hop:]
-        return normalize_features(feats, self.pipeline.features.normalize, self.pipeline.stats)
+        return feats
 
     def window_input(self, raw: torch.Tensor) -> torch.Tensor:
         return self.pipeline(raw.float())
@@ -98,7 +102,8 @@ class AudioStream(StreamInput):
 
 def file_chunks(path: str | Path, sample_rate: int, chunk_seconds: float) -> Iterator[torch.Tensor]:
     """A file's mono samples at ``sample_rate`` in chunks of ``chunk_seconds``, read block by block when the
-    file already has that rate (memory stays bounded), otherwise read whole and resampled."""
+    file already has that rate (memory stays bounded), otherwise read whole and resampled. A file cut short
+    of the samples its header declares, or holding none, is an :class:`AudioError` (as offline)."""
     import soundfile as sf
 
     size = max(1, round(chunk_seconds * sample_rate))
@@ -110,8 +115,13 @@ def file_chunks(path: str | Path, sample_rate: int, chunk_seconds: float) -> Ite
         wave = read_audio(path, sample_rate)
         yield from wave.split(size)
         return
+    samples = 0
     for block in sf.blocks(str(path), blocksize=size, dtype="float32", always_2d=True):
+        samples += block.shape[0]
         yield torch.from_numpy(block.mean(axis=1))
+    if samples < max(1, info.frames):   # refused as the offline reader refuses them
+        raise AudioError(f"{path}: " + (f"truncated: {samples} of the {info.frames} samples its header declares "
+                                        f"could be read" if samples else "no audio samples"))
 
 
 def pcm_chunks(stream, chunk_samples: int) -> Iterator[torch.Tensor]:

@@ -122,6 +122,9 @@ class CTCModel(nn.Module):
         """(B, stream_delay, V): the last frames of B streams, which waited for a lookahead past their end;
         what ``stream(<no steps>, state, final=True)`` gives, as a function of the lookahead buffer alone
         (``state["encoder"]["lookahead"]``)."""
+        if "lookahead" not in state["encoder"]:                              # no lookahead: nothing waits
+            batch = next(iter(state["encoder"].values())).shape[1]           # h0: (1, B, H)
+            return torch.zeros(batch, 0, self.num_classes)
         buffer = state["encoder"]["lookahead"]                               # (B, τ, F)
         features = buffer.new_zeros(buffer.shape[0], 0, self.frontend.out_dim)
         return self.classify(self.encoder.stream(features, {"lookahead": buffer}, final=True))

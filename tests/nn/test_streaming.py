@@ -110,3 +110,17 @@ def test_bidirectional_models_refuse_to_stream():
     transformer = create_model("deepspeech2_small_streaming", num_classes=5, in_shape=(40,), conv_channels=2,
                                lookahead=0, encoder={"type": "transformer", "hidden_size": 8})
     assert not transformer.streamable
+
+
+def test_flush_gives_the_frames_waiting_for_the_lookahead():
+    in_shape, steps, kwargs = STREAMING["deepspeech2_small_streaming"]
+    x = torch.randn(1, steps, *in_shape)
+    for lookahead in (0, 3):
+        model = create_model("deepspeech2_small_streaming", num_classes=5, in_shape=in_shape,
+                             **{**kwargs, "lookahead": lookahead}).eval()
+        with torch.no_grad():
+            offline, _ = model(x, torch.tensor([steps]))
+            state = model.initial_state(1)
+            streamed = torch.cat([model.stream(x, state), model.flush(state)], dim=1)
+        assert streamed.shape[1] == offline.shape[1] + lookahead
+        torch.testing.assert_close(streamed[:, lookahead:], offline, rtol=0, atol=1e-5)
