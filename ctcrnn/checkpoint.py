@@ -1,8 +1,10 @@
-"""Self-describing checkpoints: written atomically, read with ``weights_only=True``.
+"""Self-describing checkpoints: written atomically, read with ``weights_only=True`` and checked key by key.
 
 A checkpoint is one dict: ``arch`` (registry name + builder kwargs), ``model`` (state_dict),
 ``labels`` (index 0 = blank), ``input_spec`` (what one time step looks like and how it was
-preprocessed), ``config`` (the resolved run config), plus optimizer/scheduler/RNG state for resume.
+preprocessed), ``config`` (the resolved run config), plus optimizer/scheduler/RNG state for resume. A file
+whose keys are missing or malformed (edited by hand, written by something else) is refused when loaded,
+naming the file and the key, rather than failing later with a KeyError or an index out of range.
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...).
 """
 from __future__ import annotations
@@ -72,9 +74,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 
     path = Path(path)
     if path.is_dir() or looks_like_bundle_name(path):
-        return read_bundle(path)  # a bundle folder or a shipped bundle's name: the same dict (BundleError if not)
+        state = read_bundle(path)  # a bundle folder or a shipped bundle's name: the same dict (BundleError if not)
+        check_checkpoint(state, Path(state.get("bundle_dir", path)) / "config.json")
+        return state
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists() else
+                              f"checkpoint {path} is not a regular file")
     try:
         if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is damaged or foreign
             raise CheckpointError(f"{path} is truncated or corrupted and cannot be read (not a torch archive)")
@@ -93,7 +98,48 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"{path} is truncated or corrupted and cannot be read: {type(e).__name__}: {e}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a ctcrnn checkpoint (no '{FORMAT}' format tag)")
+    check_checkpoint(state, path)
     return state
+
+
+def check_checkpoint(state: dict, path: str | Path) -> None:
+    """CheckpointError naming ``path`` and the key when what rebuilds the model is missing or malformed, as in
+    a hand-edited file: ``arch`` (a registered model's name and arguments that fit it), ``model`` (a dict of
+    tensors), ``labels`` (names, the blank first, one per output of the model) and ``input_spec``."""
+    from .registry import MODELS, RegistryError  # the registry is filled by the zoo, imported by ctcrnn/__init__
+
+    def refuse(key: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {key} {problem}; the file was edited or written by something else: "
+                               f"use an unmodified checkpoint of the run")
+
+    for key, kind in (("arch", dict), ("model", dict), ("labels", list), ("input_spec", dict)):
+        if key not in state:
+            raise refuse(f"key {key!r}", "is missing")
+        if not isinstance(state[key], kind):
+            raise refuse(f"key {key!r}", f"must be a {kind.__name__}, got {type(state[key]).__name__}")
+    arch, labels, spec = state["arch"], state["labels"], state["input_spec"]
+    if not isinstance(arch.get("name"), str) or not isinstance(arch.get("kwargs"), dict):
+        raise refuse("'arch'", f"must hold a model 'name' (text) and its 'kwargs' (a dict), got {arch!r:.120}")
+    try:
+        MODELS.check(arch["name"], {k: v for k, v in arch["kwargs"].items() if k != "weights_path"}, "arch.kwargs.")
+    except RegistryError as e:
+        raise refuse("'arch'", f"does not describe a model this ctcrnn can build ({e})") from None
+    wrong = next((k for k, v in state["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)),
+                 None)
+    if wrong is not None:
+        raise refuse("'model'", f"must map parameter names to tensors, but {wrong!r} holds "
+                     f"{type(state['model'][wrong]).__name__}")
+    if len(labels) < 2 or not all(isinstance(x, str) and x for x in labels) or labels[0] != "<blank>":
+        raise refuse("'labels'", f"must be label names with '<blank>' first, got {labels!r:.120}")
+    if len(set(labels)) != len(labels):
+        raise refuse("'labels'", f"repeat {sorted({x for x in labels if labels.count(x) > 1})!r:.120}")
+    classes = arch["kwargs"].get("num_classes")
+    if classes is not None and classes != len(labels):
+        raise refuse("'labels'", f"has {len(labels)} names but the model ('arch' num_classes) has {classes} "
+                     f"outputs")
+    shape = spec.get("step_shape")
+    if not isinstance(shape, list | tuple) or not shape or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise refuse("'input_spec'", f"must hold a 'step_shape' (positive sizes), got {shape!r:.80}")
 
 
 # Builder arguments added after checkpoints were first written, with the value that rebuilds the networks
@@ -105,7 +151,7 @@ def model_from_checkpoint(state: dict):
     """Rebuild the model from ``arch`` and load its weights; returns the model in eval mode."""
     from .registry import MODELS, create_model  # the registry is filled by the zoo, imported by ctcrnn/__init__
 
-    arch = state["arch"]
+    arch = state["arch"]  # checked by load_checkpoint (check_checkpoint)
     # Pretrained-weight files only initialise a fresh model; the checkpoint's weights replace them,
     # so never go looking for that file again (it may not exist on this machine).
     kwargs = {k: v for k, v in arch["kwargs"].items() if k != "weights_path"}

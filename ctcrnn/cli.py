@@ -547,6 +547,9 @@ def main(argv: list[str] | None = None) -> None:
     # fills up, a folder removed mid-run).
     except (ValueError, CheckpointError) as e:
         sys.exit(f"ctcrnn {args.command}: error: {e}")
+    except KeyboardInterrupt as e:  # training's says where it stopped and how to resume; a bare one says nothing
+        print(str(e) or f"ctcrnn {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         sys.exit(f"ctcrnn {args.command}: error: {where}{e.strerror or e}")

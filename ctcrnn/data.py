@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import random
+import signal
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,6 +304,33 @@ def collate(items: list[dict], step_shape: tuple | None = None) -> dict:
     return batch
 
 
+def label_difference(expected: list[str], given: list[str], names: tuple[str, str] = ("the checkpoint", "the data")
+                     ) -> str:
+    """How two label lists differ, for a message: the labels only one of them has, else the first index where
+    their order differs. ``names`` say what each list is.
+
+    >>> label_difference(["<blank>", "a", "b", "c"], ["<blank>", "a", "b", "d"])
+    "only in the checkpoint: 'c'; only in the data: 'd'"
+    >>> label_difference(["<blank>", "a", "b", "c"], ["<blank>", "c", "b", "a"])
+    "the same 3 labels in another order: index 1 is 'a' in the checkpoint but 'c' in the data"
+    """
+    def listed(labels: list[str]) -> str:
+        return ", ".join(repr(x) for x in labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
+
+    only = [(name, [x for x in mine if x not in others]) for name, mine, others in
+            ((names[0], expected, set(given)), (names[1], given, set(expected)))]
+    parts = [f"only in {name}: {listed(labels)}" for name, labels in only if labels]
+    if parts:
+        return "; ".join(parts)
+    if len(expected) != len(given):  # the same names, one repeated
+        return f"{len(expected)} labels in {names[0]}, {len(given)} in {names[1]}"
+    index = next((i for i, (a, b) in enumerate(zip(expected, given)) if a != b), None)
+    if index is None:
+        return "none"
+    return (f"the same {len(expected) - 1} labels in another order: index {index} is {expected[index]!r} in "
+            f"{names[0]} but {given[index]!r} in {names[1]}")
+
+
 def labels_to_text(ids: list[int], labels: list[str], input_spec: dict) -> str:
     """A transcript as text: characters joined as they are when the labels spell words
     (``input_spec["word_delimiter"]`` set), otherwise label names separated by spaces."""
@@ -388,4 +416,11 @@ def make_loader(dataset, batch_size: int, num_workers: int, device: torch.device
     step_shape = getattr(dataset, "input_spec", {}).get("step_shape")
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                       collate_fn=functools.partial(collate, step_shape=step_shape),
-                      pin_memory=device.type == "cuda", generator=generator)
+                      pin_memory=device.type == "cuda", generator=generator,
+                      worker_init_fn=ignore_interrupts if num_workers else None)
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process: a worker that died of it would make the trainer's
+    next fetch fail while it finishes its step (``training/interrupt.py``); the main process stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -9,6 +9,9 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
+import math
+import types
+import typing
 from typing import Any, Callable
 
 
@@ -25,6 +28,83 @@ def drop_none(kwargs: dict) -> dict:
 
 class RegistryError(ValueError):
     """An unknown or duplicate name, or an argument the builder does not take."""
+
+
+def type_name(kind: Any) -> str:
+    """``int``, ``list of int``, ``dict or None``: an annotation as a message says it."""
+    if kind is type(None):
+        return "None"
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args)
+    if origin in (list, tuple) and args:
+        return f"list of {type_name(args[0])}"
+    return getattr(origin or kind, "__name__", str(kind))
+
+
+MISMATCH = object()  # what conform() returns for a value that does not fit (None may be one that does)
+
+
+def conform(value: Any, kind: Any) -> Any:
+    """``value`` (as YAML or a config gives it) made to fit the annotation ``kind``, or ``MISMATCH``.
+
+    Checked: int, float (finite; an int will do, and a number written as text: YAML reads ``1e-3`` as a
+    string), str (a number will do: YAML reads ``root=2024`` as one), bool, None, lists and tuples (of checked
+    items; a builder checks lengths itself), dicts, dataclasses (a dict of their fields will do) and unions of
+    these. Other annotations pass unchecked."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        for member in sorted(args, key=lambda a: a is str):  # "1e-3" for float | str stays text only last
+            fitted = conform(value, member)
+            if fitted is not MISMATCH:
+                return fitted
+        return MISMATCH
+    if kind is type(None):
+        return value if value is None else MISMATCH
+    if kind is bool:
+        return value if isinstance(value, bool) else MISMATCH
+    if kind is int:  # bool is an int to Python, never to a user
+        return value if isinstance(value, int) and not isinstance(value, bool) else MISMATCH
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return MISMATCH
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return value if ok else MISMATCH
+    if kind is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        return value if isinstance(value, str) else MISMATCH
+    if (origin or kind) in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return MISMATCH
+        items = tuple(a for a in args if a is not Ellipsis)
+        if not items:
+            return value
+        fitted = [conform(v, typing.Union[items] if len(set(items)) > 1 else items[0]) for v in value]
+        return MISMATCH if any(v is MISMATCH for v in fitted) else type(value)(fitted)
+    if (origin or kind) is dict:
+        return value if isinstance(value, dict) else MISMATCH
+    if dataclasses.is_dataclass(kind):
+        return value if isinstance(value, (dict, kind)) else MISMATCH
+    return value
+
+
+def conform_arguments(fn: Callable, kwargs: dict, where: Callable[[str], str]) -> dict:
+    """``kwargs`` with each value made to fit ``fn``'s annotation of that argument (:func:`conform`), or a
+    RegistryError naming it by ``where(key)`` (``data.args.train_size``). Unannotated arguments pass as given."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001  an annotation that cannot be resolved here: nothing to check against
+        return dict(kwargs)
+    fitted = {}
+    for key, value in kwargs.items():
+        fitted[key] = value if key not in hints else conform(value, hints[key])
+        if fitted[key] is MISMATCH:
+            raise RegistryError(f"{where(key)} expects {type_name(hints[key])}, got {value!r:.80}")
+    return fitted
 
 
 class Registry:
@@ -52,17 +132,23 @@ class Registry:
     def list(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
-    def build(self, name: str, **kwargs) -> Any:
-        """Call the builder with None-free kwargs; an unknown keyword names the closest valid one."""
+    def check(self, name: str, kwargs: dict, prefix: str = "") -> dict:
+        """``kwargs`` fitted to the builder's annotations (:func:`conform`); RegistryError for an unknown name,
+        an argument the builder does not take (naming the closest valid one) or a value that does not fit.
+        ``prefix`` is where the arguments come from in the config (``data.args.``), for the messages."""
         fn = self.get(name)
-        kwargs = drop_none(kwargs)
         params = inspect.signature(fn).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             for key in kwargs:
                 if key not in params:
                     raise RegistryError(f"{self.kind} {name!r} has no argument {key!r}{closest(key, params)}; "
-                                    f"it takes: {', '.join(params)}")
-        return fn(**kwargs)
+                                        f"it takes: {', '.join(params)}")
+        return conform_arguments(fn, kwargs, lambda key: f"{prefix}{key}" if prefix else
+                                 f"{self.kind} {name!r}: argument {key!r}")
+
+    def build(self, name: str, **kwargs) -> Any:
+        """Call the builder with None-free kwargs, checked and fitted first (:meth:`check`)."""
+        return self.get(name)(**self.check(name, drop_none(kwargs)))
 
 
 MODELS = Registry("model")
@@ -101,8 +187,8 @@ def create_model(name: str, **overrides):
     >>> model.arch["kwargs"]["encoder"]["cell"], model.arch["kwargs"]["encoder"]["hidden_size"]
     ('gru', 8)
     """
-    overrides = drop_none(overrides)
-    model = MODELS.build(name, **overrides)
+    overrides = MODELS.check(name, drop_none(overrides))  # fitted to the annotations: arch records what was built
+    model = MODELS.get(name)(**overrides)
     bound = inspect.signature(MODELS.get(name)).bind(**overrides)
     bound.apply_defaults()
     kwargs = dict(bound.arguments)
@@ -120,7 +206,7 @@ def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern``, sorted.
 
     >>> import ctcrnn  # the zoo fills the registry
-    >>> list_models("deepspeech2*")
-    ['deepspeech2', 'deepspeech2_small']
+    >>> list_models("deepspeech2_small*")
+    ['deepspeech2_small', 'deepspeech2_small_streaming']
     """
     return MODELS.list(pattern)

@@ -180,6 +180,9 @@ def write_bad_media(folder, kind: str) -> str:
         wave = dtmf_dataset_item(7, "train", 0, DTMF).wave.astype(np.float32)
         wave[-1] = np.inf
         sf.write(path, wave, RATE, subtype="FLOAT")
+    elif kind == "huge_amplitude":  # finite samples whose power spectrum overflows float32: NaN features
+        wave = dtmf_dataset_item(7, "train", 0, DTMF).wave.astype(np.float32)
+        sf.write(path, wave * np.float32(1e30), RATE, subtype="FLOAT")
     elif kind == "path_is_directory":
         path.mkdir()
     else:  # pragma: no cover
@@ -198,6 +201,7 @@ MEDIA_KINDS = {
     "zero_length_media": ["holds no audio samples (0 frames)", "drop it"],
     "nan_samples": ["non-finite samples", "re-encode it"],
     "inf_samples": ["non-finite samples", "re-encode it"],
+    "huge_amplitude": ["NaN/inf values", "its samples peak at", "re-encode it"],
     "path_is_directory": ["is a directory, not a file", "point it at"],
 }
 
@@ -233,9 +237,10 @@ def bad_corpus_run(tmp_path_factory):
     manifest = write_manifest(data / "all.jsonl", entries)
     handler = Records()
     logging.getLogger("ctcrnn").addHandler(handler)
-    try:
+    try:  # 13 of its 22 clips are skipped: more than the default trainer.max_skipped_share (0.5) allows
         run_dir = train(load_config(None, audio_overrides(root, "bad", manifest, **{
-            "data.args.tokens": f"[{', '.join(repr(k) for k in KEYS + ' ')}]", "data.num_workers": 1})))
+            "data.args.tokens": f"[{', '.join(repr(k) for k in KEYS + ' ')}]", "data.num_workers": 1,
+            "trainer.max_skipped_share": 0.9})))
     finally:
         logging.getLogger("ctcrnn").removeHandler(handler)
     return run_dir, data, handler.messages
@@ -468,6 +473,17 @@ def test_manifest_in_unreadable_directory_names_the_permission_problem(locked_tr
     with pytest.raises(ValueError) as info:
         run_unprivileged(lambda: read_manifest(manifest))
     assert "train.jsonl" in str(info.value) and "permission" in str(info.value).lower()
+
+
+def test_out_dir_without_write_permission_is_refused_before_any_work(locked_tree):
+    """trainer.out_dir in a folder the user may not write: an error naming the option, not a PermissionError
+    traceback from mkdir once the data and model are built."""
+    os.chmod(locked_tree / "audio", 0o555)
+    config = load_config(None, toy_overrides(locked_tree / "audio" / "runs", "perm"))
+    with pytest.raises(ValueError) as info:
+        run_unprivileged(lambda: train(config))
+    assert "trainer.out_dir" in str(info.value) and str(locked_tree / "audio") in str(info.value), str(info.value)
+    assert not (locked_tree / "audio" / "runs").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------

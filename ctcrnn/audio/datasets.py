@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..config import refuse_unknown_keys
+from ..config import checked_options
 from ..data import check_unique_ids, manifest_for_split
 from ..data import read_manifest as read_entries  # the shared line checks; this module's read_manifest adds headers
 from ..randomness import item_generator
@@ -51,8 +51,17 @@ class AudioPipeline:
         self.features, self.stats = features, stats
         self.extractor = FeatureExtractor(features)
 
-    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
-        return normalize_features(self.extractor(wave), self.features.normalize, self.stats)
+    def __call__(self, wave: torch.Tensor, source: str = "the audio") -> torch.Tensor:
+        """(N,) -> (T, F); AudioError naming ``source`` (the file) when the features are not finite: finite
+        samples of absurd size (a float WAV holding 1e30) overflow the power spectrum to inf, then NaN."""
+        feats = normalize_features(self.extractor(wave), self.features.normalize, self.stats)
+        if not bool(torch.isfinite(feats).all()):
+            bad = int((~torch.isfinite(feats)).sum())
+            peak = float(wave.abs().max()) if wave.numel() else 0.0
+            raise AudioError(f"{source}: its features hold {bad} NaN/inf values (its samples peak at {peak:.3g}, where "
+                             f"audio lies in [-1, 1]): the file is corrupt or wrongly scaled; re-encode it from the "
+                             f"source or drop it from the data")
+        return feats
 
     def input_spec(self) -> dict:
         """What a checkpoint needs to read new audio the way it was trained (plain types only)."""
@@ -129,7 +138,10 @@ class AudioDataset(Dataset):
         if self.augment is not None:
             generator = item_generator(self.seed, self.epoch, index)
             wave = augment_waveform(wave, self.pipeline.features.sample_rate, self.augment, generator)
-        feats = self.pipeline(wave)
+        try:
+            feats = self.pipeline(wave, utterance.path or utterance.id)
+        except AudioError as e:
+            return {"id": utterance.id, "error": str(e)}
         if self.augment is not None:
             feats = spec_augment(feats, self.augment, generator)
         return {"id": utterance.id, "input": feats, "target": self.targets[index], "text": utterance.text}
@@ -142,7 +154,7 @@ def fit_pipeline(features: dict | None, defaults: dict, fitted: dict | None, utt
     (a fixed random subset, no augmentation; 0 = all of them), and then travel in the input spec."""
     if fitted is not None and fitted.get("input_spec", {}).get("modality") == "audio":
         return AudioPipeline.from_spec(fitted["input_spec"])
-    config = FeatureConfig.from_dict({**defaults, **(features or {})})
+    config = FeatureConfig.from_dict({**defaults, **(features or {})}, "data.args.features")
     pipeline = AudioPipeline(config)
     if config.normalize == "global":
         plain = AudioPipeline(dataclasses.replace(config, normalize="none"))
@@ -152,8 +164,8 @@ def fit_pipeline(features: dict | None, defaults: dict, fitted: dict | None, utt
 
         def readable():
             for i in picks:
-                try:
-                    yield plain(load(utterances[i], config.sample_rate))
+                try:  # a file with NaN/inf features is left out: it would make every clip's features NaN
+                    yield plain(load(utterances[i], config.sample_rate), utterances[i].path or utterances[i].id)
                 except AudioError:
                     continue
 
@@ -174,7 +186,8 @@ def build_audio_dataset(name: str, split: str, utterances: list[Utterance], feat
     ``source`` (the manifest path, say; default ``name/split``) is what an error about the transcripts names.
     """
     if fitted is not None:
-        if features and dataclasses.asdict(FeatureConfig.from_dict({**feature_defaults, **features})) != \
+        if features and dataclasses.asdict(FeatureConfig.from_dict({**feature_defaults, **features},
+                                                                   "data.args.features")) != \
                 fitted["input_spec"].get("features"):
             log.warning("%s/%s: data.args.features differ from the model's; the model's (its input_spec) are used",
                         name, split)
@@ -185,7 +198,7 @@ def build_audio_dataset(name: str, split: str, utterances: list[Utterance], feat
     pipeline = fit_pipeline(features, feature_defaults, fitted, utterances, load, stats_utterances)
     augment_config = None
     if fitted is None:
-        augment_config = AugmentConfig.from_dict(augment or {})
+        augment_config = AugmentConfig.from_dict(augment or {}, "data.args.augment")
         check_noise_files(augment_config.noise_files)
     return AudioDataset(f"{name}/{split}", utterances, tokenizer, pipeline, augment_config, load)
 
@@ -320,8 +333,7 @@ def synthetic_dtmf(split: str, train_size: int = 2000, val_size: int = 200, test
         raise ValueError(f"synthetic_dtmf has splits {list(sizes)}, not {split!r}")
     if min(sizes.values()) < 1:
         raise ValueError(f"synthetic_dtmf split sizes must be positive, got {sizes}")
-    refuse_unknown_keys(DTMFConfig, dtmf or {})
-    config = DTMFConfig(**(dtmf or {}))
+    config = DTMFConfig(**checked_options(DTMFConfig, dtmf or {}, "data.args.dtmf"))
     rate = (fitted["input_spec"]["features"] if fitted else features or {}).get("sample_rate", config.sample_rate)
     if rate != config.sample_rate:
         raise ValueError(f"DTMF audio is generated at {config.sample_rate} Hz but data.args.features.sample_rate is "

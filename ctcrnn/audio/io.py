@@ -135,4 +135,8 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> torch
     wave = wave[:, 0].contiguous() if wave.shape[1] == 1 else wave.mean(dim=1)
     if sample_rate is not None and sample_rate != file_rate:
         wave = AF.resample(wave, file_rate, sample_rate)
+        if not bool(torch.isfinite(wave).all()):  # finite samples near float32's limit can overflow the filter
+            raise AudioError(f"{path}: resampling from {file_rate} to {sample_rate} Hz gives NaN/inf samples (its "
+                             f"samples peak at {float(np.abs(data).max()):.3g}, where audio lies in [-1, 1]): "
+                             f"re-encode it from the source at a sane level or drop it from the data")
     return wave

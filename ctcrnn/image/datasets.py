@@ -223,7 +223,7 @@ def build_line_dataset(name: str, split: str, lines: list[Line], line: dict | No
         vocabulary = CharVocabulary.from_tokens(tokens)
     else:
         vocabulary = CharVocabulary.fit((x.text for x in lines), source or where)
-    return LineImageDataset(where, lines, vocabulary, config, LineAugmentConfig.from_dict(augment or {}), load, stride,
+    return LineImageDataset(where, lines, vocabulary, config, LineAugmentConfig.from_dict(augment or {}, "data.args.augment"), load, stride,
                             training=True)
 
 

@@ -38,6 +38,7 @@ class ImageError(ValueError):
 
 @dataclass
 class LineConfig(Options):
+    args_key = "line"
     height: int = 32          # pixels: every line is resized to this height, keeping its aspect ratio
     polarity: str = "auto"    # auto: the majority of pixels is paper (dark or light); dark: dark ink on
                               # light paper; light: light ink on dark paper
@@ -143,6 +144,10 @@ def read_grey(path: str | Path) -> np.ndarray:
     finally:
         image.close()
     check_size(path, grey.shape[1], grey.shape[0])
+    bad = int(grey.size - np.isfinite(grey).sum())
+    if bad:  # only float ("F" mode) images can hold them; NaN ink would make the whole line's features NaN
+        raise ImageError(f"line image {path} has {bad} NaN/inf pixels: re-export it (as 8- or 16-bit grey) or drop "
+                         f"it from the manifest")
     return grey
 
 

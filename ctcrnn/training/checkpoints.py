@@ -23,10 +23,37 @@ def run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
-def load_resume_state(resume: str | Path) -> tuple[dict, Path]:
-    """The checkpoint to continue from: ``resume`` (a file, or a run folder meaning its last.pt), falling
-    back to the newest readable step checkpoint of the run when that file is truncated or corrupted."""
+# What a resumable checkpoint holds besides what rebuilds the model (ctcrnn.checkpoint.check_checkpoint):
+# key -> the types it may have. Older versions lack stepper and bad_in_a_row; epoch-end ones lack position.
+RESUME_KEYS = {"optimizer": (dict,), "scheduler": (dict,), "config": (dict,), "rng": (dict,), "epoch": (int,),
+               "step": (int,), "best_ter": (int, float), "max_epochs": (int,), "metrics": (dict,)}
+MID_EPOCH_KEYS = {"position": (int,), "progress": (dict,)}
+
+
+def check_resume_state(state: dict, path: Path) -> None:
+    """CheckpointError naming ``path`` and the key when a key that resuming needs is missing or of the wrong type
+    (a hand-edited file, or one that only holds weights: a bundle, an average)."""
+    keys = {**RESUME_KEYS, **({} if state.get("epoch_done", True) else MID_EPOCH_KEYS)}
+    for key, kinds in keys.items():
+        if key not in state:
+            problem = "is missing"
+        elif not isinstance(state[key], kinds) or isinstance(state[key], bool):
+            problem = f"must be {' or '.join(k.__name__ for k in kinds)}, got {type(state[key]).__name__}"
+        else:
+            continue
+        raise CheckpointError(f"{path}: key {key!r} {problem}, so training cannot resume from it (it holds weights "
+                              f"only, or was edited); resume from another checkpoint of the run, or start a new "
+                              f"run from its weights with trainer.init_from={path}")
+
+
+def load_resume_state(resume: str | Path) -> tuple[dict, Path, Path]:
+    """(state, run folder, checkpoint file) to continue from: ``resume`` (a file, or a run folder meaning its
+    last.pt), falling back to the newest readable step checkpoint of the run when that file is truncated,
+    corrupted or incomplete."""
     path = Path(resume)
+    if path.is_dir() and not (path / "last.pt").exists() and not (path / "checkpoints").is_dir():
+        raise CheckpointError(f"--resume {path} is a directory without last.pt or checkpoints/: give a run folder "
+                              f"(trainer.out_dir/<run>) or a checkpoint file")
     path = path / "last.pt" if path.is_dir() else path
     run_dir = run_dir_of(path)
     candidates = [path] + sorted((run_dir / "checkpoints").glob("step-*.pt"), reverse=True)
@@ -34,12 +61,13 @@ def load_resume_state(resume: str | Path) -> tuple[dict, Path]:
     for candidate in candidates:
         try:
             state = load_checkpoint(candidate)
+            check_resume_state(state, candidate)
         except CheckpointError as e:
             errors.append(str(e))
             continue
         if errors:
             log.warning("could not resume from %s (%s); falling back to %s", path, errors[0], candidate)
-        return state, run_dir
+        return state, run_dir, candidate
     raise CheckpointError(f"no readable checkpoint to resume from in {run_dir}: " + "; ".join(errors))
 
 
@@ -52,6 +80,7 @@ class Checkpointer:
             raise ValueError(f"trainer.keep_checkpoints must be at least 1, got {keep}")
         self.run_dir, self.keep, self.every_steps, self.every_minutes = run_dir, keep, every_steps, every_minutes
         self.last_time = time.time()
+        self.last_path: Path | None = None  # the newest checkpoint written (or resumed from), for messages
         # Temp files of a write that a kill interrupted (one process writes here, so any found now are
         # leftovers); a leftover hard link would otherwise pin an old checkpoint on disk for good.
         for leftover in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:
@@ -78,5 +107,5 @@ class Checkpointer:
         later = [p for p in others if p.name > path.name]
         for old in later + sorted(set(others) - set(later))[: max(0, len(others) - len(later) - (self.keep - 1))]:
             old.unlink(missing_ok=True)
-        self.last_time = time.time()
+        self.last_time, self.last_path = time.time(), path
         return path

@@ -12,6 +12,11 @@ rank.
 ``train`` reads in three parts, after icefall's recipes: ``prepare_run`` builds everything once into a
 ``Run``; then, per epoch, ``train_one_epoch`` (the batch loop, whose running sums are an ``EpochProgress``)
 and ``end_epoch`` (validation, the metrics row, the epoch-end checkpoint).
+
+Every setting is checked before the run folder is made, so a refused config leaves no folder behind. One
+process at a time trains in a run folder (``runlock.py``). Ctrl-C stops at the next step boundary with a
+checkpoint of it and a message saying how to resume (``interrupt.py``); a run whose clips cannot be used
+stops with the count and the list (``skips.py``).
 Core module: must never import a modality package (``ctcrnn.video``, ``ctcrnn.audio``, ...);
 datasets and models come from the registries.
 """
@@ -26,17 +31,23 @@ from typing import Any
 
 import torch
 
-from ..config import Config, apply_override, config_from_dict, config_to_dict, save_config, validate_config
-from ..data import build_dataset, make_loader, plan_batches
+from ..checkpoint import CheckpointError
+from ..config import (Config, ConfigError, apply_override, config_from_dict, config_to_dict, save_config,
+                      validate_config)
+from ..data import build_dataset, label_difference, make_loader, plan_batches
 from ..inference import predict, resolve_device
 from ..metrics import edit_distance
 from ..nn.ctc import ctc_loss
 from ..randomness import rng_state, seed_everything, set_rng_state, step_seed
 from ..registry import create_model
+from ..paths import check_output
 from ..runlog import Progress, TableLog, TensorBoardLog, record_skipped, truncate_skipped
 from .checkpoints import BATCH_PLAN_KEYS, Checkpointer, load_resume_state
 from .finetune import freeze, frozen_modules, initialize_from
 from .distributed import DistContext, all_reduce_sum, broadcast_object, gather_lists, init_distributed
+from .interrupt import StopRequest, TrainingInterrupted, interrupted_before_start, interrupted_message
+from .runlock import RunFolderBusy, RunLock
+from .skips import check_early, check_skipped_share, check_trained_on_something
 from .stepping import Stepper, check_precision
 
 log = logging.getLogger(__name__)
@@ -78,13 +89,28 @@ def validate(model, loader, device, context: DistContext | None = None) -> dict:
     return {"loss": loss_sum / max(kept, 1), "ter": 100.0 * edits / ref_tokens, "skipped": int(skipped)}
 
 
-def new_run_dir(out_dir: Path, name: str) -> Path:
-    """out_dir/name, or name-2, name-3, ... when a run is already there (never mix two runs)."""
-    run_dir, n = out_dir / name, 1
-    while (run_dir / "config.yaml").exists():
+def claim_new_run_dir(out_dir: Path, name: str, lock: RunLock) -> Path:
+    """out_dir/name, or name-2, name-3, ... when a run is already there or another process is starting one
+    there (never mix two runs), created and locked by ``lock``."""
+    n = 1
+    while True:
+        run_dir = out_dir / (name if n == 1 else f"{name}-{n}")
+        if not (run_dir / "config.yaml").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(run_dir)
+            except RunFolderBusy:
+                pass  # a run starting there right now
+            else:
+                if not (run_dir / "config.yaml").exists():  # not one that ended between the look and the lock
+                    return run_dir
+                lock.release()
         n += 1
-        run_dir = out_dir / f"{name}-{n}"
-    return run_dir
+
+
+def encoder_name(encoder) -> str:
+    """The cell for an RNN encoder (gru, lstm), else the encoder type (transformer, tcn): for run names and logs."""
+    return encoder.cell if encoder.type == "rnn" else encoder.type
 
 
 @dataclass
@@ -132,6 +158,9 @@ class Run:
     steps_log: TableLog             # a row every trainer.log_every_steps optimizer steps
     tensorboard: TensorBoardLog | None
     checkpointer: Checkpointer
+    stop: StopRequest = field(default_factory=lambda: StopRequest(enabled=False))  # Ctrl-C asked the run to stop
+    probed: bool = False            # the early check of skips.py has drawn its random clips
+    used_clips: bool = False        # some step of this run has trained on a clip (resumed runs: yes)
     step: int = 0                   # optimizer steps applied
     best_ter: float = math.inf      # the best validation TER so far (an epoch that beats it writes best.pt)
     bad_in_a_row: int = 0           # non-finite steps in a row (trainer.max_bad_steps stops the run)
@@ -151,58 +180,81 @@ class Run:
 def train(cfg: Config | None, resume: str | Path | None = None, overrides: list[str] = ()) -> Path:
     """Train from ``cfg`` (or continue the run of ``resume``: a checkpoint or run folder); returns the run
     folder. Under torchrun every rank calls this; rank 0 alone writes files. torch's CPU thread count
-    (``trainer.threads``) is set for the run only and restored afterwards."""
-    threads = torch.get_num_threads()
+    (``trainer.threads``) and the SIGINT handler are set for the run only and restored afterwards.
+
+    Raises TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, saying where it stopped and how to resume;
+    RunFolderBusy when another process trains in the run folder; TooManySkipped when too few clips can be used.
+    """
+    threads, lock, run, epoch = torch.get_num_threads(), RunLock(), None, None
     try:
-        run = prepare_run(cfg, resume, overrides)
+        run = prepare_run(cfg, resume, overrides, lock)
         position, progress = run.start_position, run.start_progress
-        for epoch in range(run.start_epoch, run.cfg.trainer.max_epochs):
-            progress = train_one_epoch(run, epoch, position, progress)
-            end_epoch(run, epoch, progress)
-            position, progress = 0, EpochProgress()
+        with StopRequest(enabled=not run.context.enabled) as run.stop:
+            for epoch in range(run.start_epoch, run.cfg.trainer.max_epochs):
+                progress = train_one_epoch(run, epoch, position, progress)
+                check_trained_on_something(run, epoch, progress)
+                end_epoch(run, epoch, progress)
+                if run.stop.requested:
+                    raise TrainingInterrupted(interrupted_message(run.step, epoch + 1, run.checkpointer.last_path,
+                                                                  run.run_dir))
+                position, progress = 0, EpochProgress()
         if run.tensorboard:
             run.tensorboard.close()
         return run.run_dir
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the run could take the first calmly
+        if run is None:
+            raise TrainingInterrupted(interrupted_before_start(resume)) from None
+        raise TrainingInterrupted(interrupted_message(run.step, None if epoch is None else epoch + 1,
+                                                      run.checkpointer.last_path, run.run_dir)) from None
     finally:
+        lock.release()
         torch.set_num_threads(threads)
 
 
 # ---- run preparation. Its order is part of the exact resume: every RNG is seeded before the first draw
 # (datasets, model weights), and a resumed run's RNG states are set after the last draw of construction.
 
-def prepare_run(cfg: Config | None, resume: str | Path | None, overrides: list[str]) -> Run:
-    """Checks the config, seeds, builds data, model, run folder and optimizer, loads the state of a resumed run
-    and opens its logs."""
-    state = resume_dir = None
+def prepare_run(cfg: Config | None, resume: str | Path | None, overrides: list[str], lock: RunLock) -> Run:
+    """Checks the config, seeds, builds data, model and optimizer, then the run folder (locked by ``lock``),
+    loads the state of a resumed run and opens its logs. Nothing is written before every check has passed."""
+    state = resume_dir = resumed_from = None
     if resume is not None:
-        state, resume_dir = load_resume_state(resume)
-        cfg = resumed_config(state, resume, overrides)
+        state, resume_dir, resumed_from = load_resume_state(resume)
+        cfg = resumed_config(state, resumed_from, overrides)
     tc = cfg.trainer
     context, device = start_process(cfg)
-    train_set, val_set, fitted = build_datasets(cfg.data, state, resume)
+    if context.is_main:  # before minutes of data loading: another process in the folder, a folder we cannot write
+        if resume_dir is not None:
+            lock.acquire(resume_dir)
+        else:
+            check_output(tc.out_dir, "trainer.out_dir", folder=True)
+    train_set, val_set, fitted = build_datasets(cfg.data, state, resumed_from)
     model = build_model(cfg, train_set, device)
     start_from(cfg.trainer, model, train_set.labels, fresh=state is None)
-    run_dir = open_run_dir(cfg, model, context, resume_dir)
     optimizer, scheduler, stepper = build_stepper(cfg, model, train_set, device, context)
-    start = {} if state is None else restore_training_state(state, model, optimizer, scheduler, stepper,
-                                                            tc.max_epochs)
+    run_dir = open_run_dir(cfg, model, context, resume_dir, lock)
+    start = {} if state is None else restore_training_state(state, resumed_from, model, optimizer, scheduler,
+                                                            stepper, tc.max_epochs)
     log.info("model %s (%s, %.2fM parameters) on %s%s; %d train / %d val clips; run folder %s", cfg.model.name,
-             model.encoder.config.cell, sum(p.numel() for p in model.parameters()) / 1e6, device,
+             encoder_name(model.encoder.config), sum(p.numel() for p in model.parameters()) / 1e6, device,
              f" x {context.world} ranks" if context.enabled else "", len(train_set), len(val_set), run_dir)
     run = Run(cfg, context, device, train_set, val_set, model, optimizer, scheduler, stepper, run_dir,
               describe={"arch": model.arch, **fitted}, metrics_log=TableLog(run_dir, "metrics", "epoch"),
               steps_log=TableLog(run_dir, "steps", "step"),
               tensorboard=TensorBoardLog(run_dir) if tc.tensorboard and context.is_main else None,
               checkpointer=Checkpointer(run_dir, tc.keep_checkpoints, tc.checkpoint_every_steps,
-                                        tc.checkpoint_every_minutes), **start)
+                                        tc.checkpoint_every_minutes), used_clips=state is not None, **start)
+    run.checkpointer.last_path = resumed_from
     if context.is_main and state is not None:
         cut_logs_back(run, state)
     return run
 
 
-def resumed_config(state: dict, resume: str | Path, overrides: list[str]) -> Config:
-    """The config of the run being resumed with ``overrides`` applied (e.g. trainer.max_epochs=30 to extend a
-    finished run); refuses those that would make it a different run."""
+def resumed_config(state: dict, resume: Path, overrides: list[str]) -> Config:
+    """The config of the run being resumed (from the checkpoint ``resume``) with ``overrides`` applied (e.g.
+    trainer.max_epochs=30 to extend a finished run); refuses those that would make it a different run."""
     changing = [o for o in overrides if o.startswith("model.")]
     if changing:
         raise ValueError(f"{resume}: model.* overrides ({', '.join(changing)}) cannot change the architecture "
@@ -213,7 +265,11 @@ def resumed_config(state: dict, resume: str | Path, overrides: list[str]) -> Con
         raise ValueError(f"{resume} stopped in the middle of an epoch, whose batches depend on "
                          f"{', '.join(sorted(BATCH_PLAN_KEYS))}: overriding {', '.join(moving)} would make the "
                          f"rest of it different batches; resume without them, or from an epoch-end checkpoint")
-    cfg = config_from_dict(state["config"])
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{resume}: its 'config' cannot be read ({e}); resume from another checkpoint of "
+                              f"the run") from None
     for override in overrides:
         apply_override(cfg, override)
     return cfg
@@ -226,7 +282,7 @@ def start_process(cfg: Config) -> tuple[DistContext, torch.device]:
     seed_everything(tc.seed)
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    context, device = init_distributed(resolve_device(tc.device))
+    context, device = init_distributed(resolve_device(tc.device, "trainer.device"))
     check_precision(tc.precision, device)
     if not context.is_main:
         log.setLevel(logging.WARNING)
@@ -239,8 +295,9 @@ def build_datasets(dc, state: dict | None, resume: str | Path | None) -> tuple[A
     train_set = build_dataset(dc.name, dc.train_split, dc.args)
     fitted = {"labels": list(train_set.labels), "input_spec": dict(train_set.input_spec)}
     if state is not None and fitted["labels"] != list(state["labels"]):
-        raise ValueError(f"{resume} was trained with labels {state['labels'][:10]}... but the data now gives "
-                         f"{fitted['labels'][:10]}...: a resumed run must keep its vocabulary (label ids)")
+        raise ValueError(f"{resume} was trained with other labels than the data now gives ("
+                         f"{label_difference(list(state['labels']), fitted['labels'])}): a resumed run must keep its "
+                         f"vocabulary (label ids); point data.args back at the data it was trained on")
     val_set = build_dataset(dc.name, dc.val_split, dc.args, fitted=fitted)
     return train_set, val_set, fitted
 
@@ -248,9 +305,21 @@ def build_datasets(dc, state: dict | None, resume: str | Path | None) -> tuple[A
 def build_model(cfg: Config, train_set, device: torch.device) -> torch.nn.Module:
     """The registry's model for the data's labels and step shape, on ``device``; writes the resolved encoder
     settings into ``cfg`` (the saved config)."""
-    model = create_model(cfg.model.name, num_classes=len(train_set.labels),
-                         in_shape=tuple(train_set.input_spec["step_shape"]), encoder=cfg.model.encoder,
-                         **cfg.model.args)
+    from_data = {"num_classes": len(train_set.labels), "in_shape": tuple(train_set.input_spec["step_shape"])}
+    args = dict(cfg.model.args)
+    if "encoder" in args:
+        raise ConfigError("model.args.encoder: the encoder is set with model.encoder.<key>=... (e.g. "
+                          "model.encoder.hidden_size=256), not through model.args")
+    for key, value in from_data.items():
+        if key not in args:
+            continue
+        given = tuple(args.pop(key)) if isinstance(args[key], (list, tuple)) else args.pop(key)
+        if given != value:  # the same value is harmless; another one would build a model the data cannot feed
+            what = "the number of labels" if key == "num_classes" else "the step shape of its input"
+            raise ConfigError(f"model.args.{key}={list(given) if isinstance(given, tuple) else given} but the "
+                              f"dataset sets {key} from {what}: {list(value) if isinstance(value, tuple) else value}; "
+                              f"drop model.args.{key} (change the data settings, data.args, to change it)")
+    model = create_model(cfg.model.name, **from_data, encoder=cfg.model.encoder, **args)
     cfg.model.encoder = dict(vars(model.encoder.config))
     model.to(device)
     if cfg.trainer.compile:
@@ -272,15 +341,19 @@ def start_from(tc, model, labels: list[str], fresh: bool) -> None:
         log.info("frozen: %d parameter tensors under %s", len(frozen), ", ".join(tc.freeze))
 
 
-def open_run_dir(cfg: Config, model, context: DistContext, resume_dir: Path | None) -> Path:
-    """The resumed run's folder, or a new one named by rank 0 for all ranks; the config goes into it."""
+def open_run_dir(cfg: Config, model, context: DistContext, resume_dir: Path | None, lock: RunLock) -> Path:
+    """The resumed run's folder (locked by prepare_run), or a new one named, made and locked by rank 0 for all
+    ranks; the config goes into it."""
     tc = cfg.trainer
-    run_dir = resume_dir if resume_dir is not None else broadcast_object(
-        new_run_dir(Path(tc.out_dir), tc.run_name or f"{cfg.data.name}-{cfg.model.name}-{model.encoder.config.cell}")
-        if context.is_main else None, context)
-    if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+    name = tc.run_name or f"{cfg.data.name}-{cfg.model.name}-{encoder_name(model.encoder.config)}"
+    try:
+        run_dir = resume_dir if resume_dir is not None else broadcast_object(
+            claim_new_run_dir(Path(tc.out_dir), name, lock) if context.is_main else None, context)
+        if context.is_main:
+            save_config(cfg, run_dir / "config.yaml")
+    except OSError as e:  # check_output passed, then the disk filled or the folder changed under us
+        raise ValueError(f"cannot write the run folder under trainer.out_dir={tc.out_dir} ({e}): choose a "
+                         f"writable trainer.out_dir") from None
     return run_dir
 
 
@@ -298,14 +371,16 @@ def build_stepper(cfg: Config, model, train_set, device: torch.device, context: 
     return optimizer, scheduler, stepper
 
 
-def restore_training_state(state: dict, model, optimizer, scheduler, stepper, max_epochs: int) -> dict:
-    """Loads a checkpoint into the run's parts and sets every RNG to its state; returns the counters and start
-    point for ``Run``. Checkpoints of older versions lack stepper and bad_in_a_row, and one written at an epoch's
-    end has no position."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    stepper.load_state_dict(state.get("stepper", {}))
+def restore_training_state(state: dict, path: Path, model, optimizer, scheduler, stepper, max_epochs: int) -> dict:
+    """Loads the checkpoint ``path`` (``state``) into the run's parts and sets every RNG to its state; returns the
+    counters and start point for ``Run``. Checkpoints of older versions lack stepper and bad_in_a_row, and one
+    written at an epoch's end has no position."""
+    for key, part in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler), ("stepper", stepper)):
+        try:
+            part.load_state_dict(state.get(key, {}) if key == "stepper" else state[key])
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{path}: its {key!r} state does not fit this run ({type(e).__name__}: "
+                                  f"{str(e)[:300]}); resume from another checkpoint of the run") from None
     epoch_done = state.get("epoch_done", True)
     start = {"step": state["step"], "best_ter": state["best_ter"], "bad_in_a_row": state.get("bad_in_a_row", 0),
              "start_epoch": state["epoch"] + 1 if epoch_done else state["epoch"]}
@@ -358,27 +433,44 @@ def train_one_epoch(run: Run, epoch: int, position: int, progress: EpochProgress
             # position alone: an exact resume on every rank, and different masks on different ranks.
             torch.manual_seed(step_seed(tc.seed, epoch, position, context.rank))
         accumulate(run, epoch, batch, progress)
+        check_skipped_share(run, epoch, progress)
+        if not run.used_clips:
+            check_early(run, progress)
         if position % tc.grad_accum and position < last_position:
             continue  # more micro-batches to accumulate before this step
         report = run.stepper.step()
+        run.used_clips = run.used_clips or report.samples > 0
+        saved = False
         if report.non_finite:
             count_non_finite_step(run, batch, progress)
-            continue
-        if not report.applied:
-            continue
-        run.bad_in_a_row, run.step = 0, run.step + 1
-        progress.add_step(report, time.time() - started)
-        interval.append(report)
-        rate = (progress.samples - done_before) / max(time.time() - started, 1e-9)
-        bar.update(loss=f"{report.loss:.3f}", clips_s=f"{rate:.1f}")
-        if context.is_main and tc.log_every_steps and run.step % tc.log_every_steps == 0:
-            write_step_row(run, step_row(run.step, epoch, interval, run.optimizer, len(progress.skipped),
-                                         time.time() - interval_start))
-            interval, interval_start = [], time.time()
-        if run.checkpointer.due(run.step) and context.is_main:
-            run.checkpointer.save(run.snapshot(epoch, False, position, progress.to_dict()))
+        elif report.applied:
+            run.bad_in_a_row, run.step = 0, run.step + 1
+            progress.add_step(report, time.time() - started)
+            interval.append(report)
+            rate = (progress.samples - done_before) / max(time.time() - started, 1e-9)
+            bar.update(loss=f"{report.loss:.3f}", clips_s=f"{rate:.1f}")
+            if context.is_main and tc.log_every_steps and run.step % tc.log_every_steps == 0:
+                write_step_row(run, step_row(run.step, epoch, interval, run.optimizer, len(progress.skipped),
+                                             time.time() - interval_start))
+                interval, interval_start = [], time.time()
+            if run.checkpointer.due(run.step) and context.is_main:
+                run.checkpointer.save(run.snapshot(epoch, False, position, progress.to_dict()))
+                saved = True
+        if run.stop.requested:
+            stop_at_step_boundary(run, epoch, position, progress, time.time() - started, saved)
     progress.seconds = time.time() - started
     return progress
+
+
+def stop_at_step_boundary(run: Run, epoch: int, position: int, progress: EpochProgress, seconds: float,
+                          saved: bool) -> None:
+    """Ctrl-C was pressed during the step just finished: checkpoint it (unless that was just done) and stop.
+    The state is whole here (weights, optimizer, position, running sums and RNGs all after the same batch),
+    so a resume from it continues exactly as an unbroken run would."""
+    progress.seconds = seconds
+    if run.context.is_main and not saved:
+        run.checkpointer.save(run.snapshot(epoch, False, position, progress.to_dict()))
+    raise TrainingInterrupted(interrupted_message(run.step, epoch + 1, run.checkpointer.last_path, run.run_dir))
 
 
 def accumulate(run: Run, epoch: int, batch: dict, progress: EpochProgress) -> None:
@@ -395,14 +487,19 @@ def accumulate(run: Run, epoch: int, batch: dict, progress: EpochProgress) -> No
     progress.skipped += [list(s) for s in skipped]
 
 
+class TrainingDiverged(ValueError):
+    """Too many non-finite steps in a row (``trainer.max_bad_steps``): the run stops with its weights intact."""
+
+
 def count_non_finite_step(run: Run, batch: dict, progress: EpochProgress) -> None:
     """A step the stepper skipped for a non-finite loss or gradient; too many in a row stop the run."""
     progress.bad_steps += 1
     run.bad_in_a_row += 1
     log.warning("non-finite loss/gradient at step %d (ids %s): step skipped", run.step, batch["ids"][:8])
     if run.bad_in_a_row >= run.cfg.trainer.max_bad_steps:
-        raise RuntimeError(f"{run.bad_in_a_row} non-finite steps in a row: stopping before the weights are "
-                           f"corrupted; lower trainer.lr or check the data (last ids {batch['ids'][:8]})")
+        raise TrainingDiverged(f"{run.bad_in_a_row} non-finite steps in a row: stopping before the weights are "
+                               f"corrupted; lower trainer.lr or check the data (last ids {batch['ids'][:8]}); the "
+                               f"checkpoints written so far in {run.run_dir} are intact")
 
 
 def write_step_row(run: Run, row: dict) -> None:

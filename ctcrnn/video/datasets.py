@@ -213,7 +213,7 @@ def build_video_dataset(name: str, split: str, clips: list[Clip], video: dict | 
         return dataset_class(where, clips, Vocabulary(list(fitted["labels"])), config, spec, source_fps,
                              cache=cache, **extra)
     config = VideoConfig.from_dict(video or {})
-    augment_config = VideoAugmentConfig.from_dict(augment or {})
+    augment_config = VideoAugmentConfig.from_dict(augment or {}, "data.args.augment")
     if augment_config.random_crop and augment_config.random_crop != config.crop:
         raise ValueError(f"{where}: augment.random_crop {augment_config.random_crop} needs video.crop set to the same "
                          f"[H, W] (got {config.crop or '[]'}): training crops at random where evaluation crops the "

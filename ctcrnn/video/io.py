@@ -53,6 +53,7 @@ def check_hw(name: str, value) -> list:
 
 @dataclass
 class VideoConfig(Options):
+    args_key = "video"
     fps: float = 0.0  # frames per second to keep: 0 keeps the source rate; else nearest frame to each k/fps
     size: list = field(default_factory=list)  # [H, W] to resize every frame to (bilinear, antialiased); [] keeps
     crop: list = field(default_factory=list)  # [H, W] centre crop, applied after the resize; [] keeps

@@ -112,7 +112,7 @@ def test_non_finite_steps_leave_the_weights_alone_and_stop_the_run_when_they_per
     monkeypatch.setattr(stepping, "ctc_loss", poisoned)
     overrides = tiny_config_overrides(tmp_path, **{"trainer.max_bad_steps": 3, "trainer.checkpoint_every_steps": 1,
                                                    "model.args.aux_ctc_weight": 0})  # one ctc_loss call per batch
-    with caplog.at_level("WARNING"), pytest.raises(RuntimeError, match="3 non-finite steps in a row: stopping"):
+    with caplog.at_level("WARNING"), pytest.raises(ValueError, match="3 non-finite steps in a row: stopping"):
         train(load_config(None, overrides))
     assert caplog.text.count("non-finite loss/gradient at step 2 (ids ['train_") == 3  # logged with sample ids
     state = load_checkpoint(tmp_path / "tiny" / "last.pt")  # the last good step, untouched by the NaN ones
@@ -154,7 +154,7 @@ def test_keep_checkpoints_never_deletes_the_new_one_and_drops_an_abandoned_futur
     assert sorted(p.name for p in folder.glob("*.pt")) == ["step-00000004.pt", "step-00000005.pt"]
     Checkpointer(tmp_path, keep=1, every_steps=1, every_minutes=0).save({"step": 6, "model": {}})
     assert [p.name for p in folder.glob("*.pt")] == ["step-00000006.pt"]
-    assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 6  # not a whole checkpoint: no arch
 
 
 def test_temp_files_of_an_interrupted_write_are_cleared_at_start(tmp_path):

@@ -183,7 +183,7 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
-    assert load_checkpoint(path)["step"] == 1
+    assert torch.load(path, weights_only=True)["step"] == 1  # not a whole checkpoint: load_checkpoint refuses it
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
 
 
