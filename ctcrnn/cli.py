@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
+from .argtypes import finite_float, nonneg_float, nonneg_int, parse_number, positive_float, positive_int
 from .paths import check_output, input_file_problem
 from .runlog import tsv_cell
 
@@ -290,51 +291,8 @@ def cmd_models(args) -> None:
 # weight would make every hypothesis score NaN and decode quietly wrong; these refuse it before any work.
 
 
-def _number(text: str, kind: type = float):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a {'whole number' if kind is int else 'number'}, got {text!r}") \
-            from None
-
-
-def finite_float(text: str) -> float:
-    value = _number(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
-
-
-def nonneg_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _number(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def nonneg_float(text: str) -> float:
-    value = _number(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
 def beam_size(text: str) -> int:
-    value = _number(text, int)
+    value = parse_number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"the beam size must be >= 1 (--beam 1 is greedy decoding; without --beam "
                                          f"only greedy decoding is run), got {text!r}")
@@ -342,14 +300,14 @@ def beam_size(text: str) -> int:
 
 
 def unk_score(text: str) -> float:
-    value = _number(text)
+    value = parse_number(text)
     if not value <= 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be <= 0 (a penalty; -inf forbids unknown words), got {text!r}")
     return value
 
 
 def float_list(text: str) -> list[float]:
-    values = [_number(v) for v in text.split(",") if v.strip()]
+    values = [parse_number(v) for v in text.split(",") if v.strip()]
     if not values or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected one or more comma-separated finite numbers, got {text!r}")
     return values

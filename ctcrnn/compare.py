@@ -6,8 +6,10 @@ Every (encoder, seed) variant trains in its own subprocess (``python -m ctcrnn.c
 is a wall-clock limit on that subprocess: at the limit it is stopped and the variant keeps its best
 checkpoint so far (``best.pt``; the config's ``trainer.max_epochs`` still caps the epochs, and its cosine
 schedule is not shortened). A finished variant writes ``done.json``; running the same command again skips
-it and resumes an unfinished one from its ``last.pt`` with the budget it has left. Transformer and TCN
-widths are chosen so their encoders have about as many parameters as the GRU's (unless
+it, resumes an unfinished one from its ``last.pt`` with the budget it has left, and tries a failed one again
+(from its ``last.pt`` when it has one: a run that finished training and failed in evaluation is only
+evaluated); a resumed variant reports its time and peak memory over all its subprocesses. Transformer and
+TCN widths are chosen so their encoders have about as many parameters as the GRU's (unless
 ``model.encoder.d_model`` is given). Writes ``DIR/report.md``, ``DIR/report.json`` and ``DIR/curves.png``.
 
 Floor: above training and evaluation (imports both), below the CLI.
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from .argtypes import positive_float, positive_int
 from .config import load_config
 
 log = logging.getLogger("ctcrnn.compare")
@@ -140,8 +143,14 @@ def run_variant(name: str, seed: int, sized: dict, config: str | None, overrides
     run_dir = out / "runs" / run_name
     done = run_dir / "done.json"
     if done.exists():
-        log.info("%s: done earlier, kept (%s)", run_name, done)
-        return json.loads(done.read_text())
+        earlier = json.loads(done.read_text())
+        if earlier.get("status") != "failed":
+            log.info("%s: done earlier, kept (%s)", run_name, done)
+            return earlier
+        # A failure may have been passing (the code changed under a running comparison, memory ran out, the
+        # evaluation broke): the rerun tries again, resuming the training it kept (none left: evaluation only).
+        log.info("%s: failed earlier (%s), trying again", run_name, earlier.get("reason"))
+        done.unlink()
     result = {"variant": run_name, "encoder": name, "seed": seed, "run_dir": str(run_dir)}
     if "error" in sized:
         return finish(run_dir, {**result, "status": "failed", "reason": sized["error"]})
@@ -151,7 +160,8 @@ def run_variant(name: str, seed: int, sized: dict, config: str | None, overrides
     previous = metrics_rows(run_dir)
     resume = (run_dir / "last.pt").exists()
     ledger = run_dir / "budget.json"
-    spent = json.loads(ledger.read_text())["spent_s"] if resume and ledger.exists() else 0.0
+    kept = json.loads(ledger.read_text()) if resume and ledger.exists() else {}
+    spent, peak_before = kept.get("spent_s", 0.0), kept.get("peak_rss_mib", 0.0)
     spec = {"config": config, "run_dir": str(run_dir), "resume": resume,
             "overrides": [*overrides, *sized["overrides"], f"trainer.seed={seed}", f"trainer.out_dir={out / 'runs'}",
                           f"trainer.run_name={run_name}", "trainer.progress=false"]}
@@ -159,7 +169,9 @@ def run_variant(name: str, seed: int, sized: dict, config: str | None, overrides
     log.info("%s: %s (%d encoder parameters)%s", run_name, "resuming" if resume else "training",
              sized["encoder_params"], f", {budget_s - spent:.0f} s of budget left" if budget_s else "")
     stopped, started, pid, noted = False, time.perf_counter(), 0, 0.0
-    spend = run_dir / "budget.json"
+
+    def note(elapsed: float, peak_mib: float = 0.0) -> None:  # what a resumed variant carries over
+        ledger.write_text(json.dumps({"spent_s": elapsed, "peak_rss_mib": max(peak_before, peak_mib)}))
     with open(run_dir / "child.log", "a") as child_log:
         child = subprocess.Popen([sys.executable, "-m", "ctcrnn.compare", "--train-child", str(run_dir / "child.json")],
                                  stdout=child_log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -173,18 +185,21 @@ def run_variant(name: str, seed: int, sized: dict, config: str | None, overrides
                     os.killpg(child.pid, signal.SIGTERM)   # its own session: DataLoader workers go too
                     stopped = True
                 if elapsed - noted > 5:  # a killed comparison resumes with the budget this variant has left
-                    spend.write_text(json.dumps({"spent_s": elapsed}))
+                    note(elapsed)
                     noted = elapsed
                 time.sleep(0.2)
         finally:
             if not pid:  # interrupted (Ctrl-C): stop the child, keep what it wrote for the next run
                 os.killpg(child.pid, signal.SIGKILL)
-                os.wait4(child.pid, 0)
-                spend.write_text(json.dumps({"spent_s": spent + time.perf_counter() - started}))
+                _, _, usage = os.wait4(child.pid, 0)
+                note(spent + time.perf_counter() - started, usage.ru_maxrss / 1024)
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = spent + time.perf_counter() - started
+    # The peak over every child this variant had: a resumed one may have trained little or nothing.
+    peak = max(peak_before, usage.ru_maxrss / 1024)
+    note(wall, peak)
     rows = metrics_rows(run_dir)
-    result.update(peak_rss_mib=round(usage.ru_maxrss / 1024, 1), wall_s=round(wall, 1), budget_stopped=stopped,
+    result.update(peak_rss_mib=round(peak, 1), wall_s=round(wall, 1), budget_stopped=stopped,
                   epochs=len(rows), resumed_from_epoch=len(previous) if resume else 0)
     if child.returncode != 0 and not stopped:
         error = run_dir / "error.txt"
@@ -306,6 +321,7 @@ def summarize(results: list[dict], encoders: list[str]) -> list[dict]:
         def pick(key: str, ok: list = ok) -> float | None:
             return spread([r[key] for r in ok if r.get(key) is not None])[0]
         rows.append({"encoder": name, "runs": len(runs), "ok": len(ok), "test_ter_mean": mean, "test_ter_sd": sd,
+                     "test_ter_per_seed": [r.get("test_ter") for r in ok],
                      "params": next((r.get("params") for r in runs if r.get("params")), None),
                      "encoder_params": next((r.get("encoder_params") for r in runs if r.get("encoder_params")), None),
                      "s_per_step": pick("s_per_step"), "time_to_best_s": pick("time_to_best_s"),
@@ -323,18 +339,21 @@ def write_report(out: Path, report: dict) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=1))
     lines = [f"# Encoder comparison: {', '.join(report['encoders'])}", "",
              f"`{report['command']}`", "",
-             (f"Budget per variant: {report['budget']}; seeds: {report['seeds']}. Test TER: mean ± sd over seeds. "
+             (f"Budget per variant: {report['budget']}; seeds: {report['seeds']}. Test TER: mean ± sd over seeds "
+             "(per seed: each seed's, in seed order, so one seed that did not learn is seen as such). "
              "Peak memory: the training subprocess's peak resident set (ru_maxrss from os.wait4; DataLoader workers "
              "not included). RTF: forward-pass seconds per media second, one thread, batch 1. Time to best: "
              "training seconds (sum of the epochs' training passes, validation excluded) until the lowest "
              "validation TER; the budget is wall clock, validation included."), "",
-             ("| encoder | test TER % | params (encoder) | vs GRU encoder | s/step | time to best s | peak RSS MiB "
-             "| RTF 1 thread | status |"), "|---|---|---|---|---|---|---|---|---|"]
+             ("| encoder | test TER % | per seed | params (encoder) | vs GRU encoder | s/step | time to best s "
+             "| peak RSS MiB | RTF 1 thread | status |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["table"]:
         sized = report["sizing"].get(row["encoder"], {})
         status = f"failed: {row['failed']}" if row["failed"] else "ok"
         ter = "-" if row["test_ter_mean"] is None else f"{row['test_ter_mean']:.2f} ± {row['test_ter_sd']:.2f}"
-        lines.append(f"| {row['encoder']} | {ter} | {fmt(row['params'], ',')} ({fmt(row['encoder_params'], ',')}) "
+        per_seed = ", ".join(fmt(value, ".2f") for value in row.get("test_ter_per_seed", [])) or "-"
+        lines.append(f"| {row['encoder']} | {ter} | {per_seed} "
+                     f"| {fmt(row['params'], ',')} ({fmt(row['encoder_params'], ',')}) "
                      f"| {fmt(sized.get('params_vs_gru'), '+.1%')} | {fmt(row['s_per_step'])} "
                      f"| {fmt(row['time_to_best_s'], '.0f')} | {fmt(row['peak_rss_mib'], '.0f')} "
                      f"| {fmt(row['rtf_1thread'])} | {status} |")
@@ -389,7 +408,8 @@ def compare(config: str | None, encoders: list[str] | str, out: str | Path, seed
         else list(overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base_seed = load_config(config, overrides).trainer.seed
+    resolved = load_config(config, overrides).trainer
+    base_seed, epochs = resolved.seed, resolved.max_epochs
     sized = size_variants(config, encoders, overrides)
     for name in encoders:
         if "error" not in sized[name]:
@@ -401,7 +421,8 @@ def compare(config: str | None, encoders: list[str] | str, out: str | Path, seed
     probe = length_probe(sized, list(lengths), 80, probe_timeout) if lengths else []
     report = {"command": command or f"ctcrnn compare --encoders {','.join(encoders)}", "config": config,
               "encoders": encoders, "seeds": seeds,
-              "budget": f"{budget_minutes:g} min wall clock" if budget_minutes else "the config's trainer.max_epochs",
+              "budget": (f"{budget_minutes:g} min wall clock (at most {epochs} epochs)" if budget_minutes
+                         else f"{epochs} epochs (trainer.max_epochs)"),
               "overrides": overrides, "sizing": sized, "table": summarize(results, encoders), "results": results,
               "length_probe": probe, "memory_measure": "ru_maxrss of the training subprocess (os.wait4)"}
     write_report(out, report)
@@ -411,8 +432,8 @@ def compare(config: str | None, encoders: list[str] | str, out: str | Path, seed
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML recipe in configs/; omitted: the embedded default")
     p.add_argument("--encoders", default="gru,lstm,transformer", help=f"comma-separated: {', '.join(ENCODERS)}")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per encoder (trainer.seed, +1, ...)")
-    p.add_argument("--budget-minutes", type=float, help="wall-clock training budget per variant "
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds per encoder (trainer.seed, +1, ...)")
+    p.add_argument("--budget-minutes", type=positive_float, help="wall-clock training budget per variant "
                    "(default: the config's trainer.max_epochs)")
     p.add_argument("--lengths", default="500,1000,2000",
                    help="sequence lengths for the time/memory-per-step probe ('' to skip)")

@@ -30,7 +30,9 @@ def test_compare_two_encoders_then_continue(tmp_path):
     assert abs(sizing["transformer"]["params_vs_gru"]) <= 0.15 and sizing["transformer"]["encoder"]["type"] == "transformer"
     result = next(r for r in report["results"] if r["encoder"] == "transformer")
     assert result["epochs"] == 1 and result["curve"][0][1] == result["best_val_ter"] and result["s_per_step"] > 0
-    assert "| gru |" in (out / "report.md").read_text()
+    gru_ter = report["table"][0]["test_ter_mean"]
+    assert report["table"][0]["test_ter_per_seed"] == [gru_ter]
+    assert f"| gru | {gru_ter:.2f} ± 0.00 | {gru_ter:.2f} |" in (out / "report.md").read_text()
 
     # Interrupted after training the transformer but before it was marked done: the rerun continues it from
     # its last.pt and keeps the finished GRU untouched.
@@ -80,3 +82,28 @@ def test_cli_compare_refuses_unknown_encoders(tmp_path):
 
     with pytest.raises(SystemExit, match="unknown encoder.*'bogus'.*choose from gru, lstm, transformer, tcn"):
         main(["compare", "--encoders", "gru,bogus", "--out", str(tmp_path)])
+
+
+def test_a_variant_that_failed_is_tried_again_by_the_rerun(tmp_path, monkeypatch):
+    # The evaluation breaks once (as when the code changed under a running comparison and the checkpoint no
+    # longer matched the parent's config classes); the rerun evaluates the finished training without
+    # training again, and the variant keeps the peak memory of the child that trained it.
+    import ctcrnn.compare as compare_module
+
+    evaluate_variant = compare_module.evaluate_variant
+
+    def broken(run_dir):
+        raise RuntimeError("unknown key 'model.encoder.lookahead'")
+    monkeypatch.setattr(compare_module, "evaluate_variant", broken)
+    first = compare(None, "gru", tmp_path, overrides=tiny(), lengths=[])
+    assert first["table"][0]["ok"] == 0 and "evaluation: RuntimeError" in first["table"][0]["failed"]
+    failed = json.loads((tmp_path / "runs" / "gru-seed0" / "done.json").read_text())
+    assert failed["status"] == "failed" and failed["epochs"] == 1 and failed["peak_rss_mib"] > 0
+    assert "Budget per variant: 1 epochs (trainer.max_epochs)" in (tmp_path / "report.md").read_text()
+
+    monkeypatch.setattr(compare_module, "evaluate_variant", evaluate_variant)
+    again = compare(None, "gru", tmp_path, overrides=tiny(), lengths=[])
+    result = again["results"][0]
+    assert again["table"][0]["ok"] == 1 and not again["table"][0]["failed"] and result["status"] == "ok"
+    assert result["resumed_from_epoch"] == 1 and result["epochs"] == 1  # evaluated, not trained again
+    assert result["peak_rss_mib"] >= failed["peak_rss_mib"] and result["wall_s"] > failed["wall_s"]

@@ -429,3 +429,13 @@ def test_entry_point_prints_one_line_and_no_traceback(tmp_path):
                               timeout=600, cwd=Path(__file__).parent.parent, check=False)
         assert done.returncode == status and "Traceback" not in done.stderr, done.stderr
         assert phrase in done.stderr.splitlines()[-1] and "error:" in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("option, value", [("--seeds", "0"), ("--seeds", "-2"), ("--budget-minutes", "nan"),
+                                           ("--budget-minutes", "0"), ("--budget-minutes", "inf")])
+def test_compare_numeric_options_are_range_checked(option, value, capsys):
+    from ctcrnn.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--out", "unused", f"{option}={value}"])
+    assert exit_info.value.code == 2 and option in capsys.readouterr().err
