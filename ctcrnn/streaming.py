@@ -35,21 +35,25 @@ class StreamInput:
 
     raw_per_step = 1          # raw units (samples, frames) per model input step
     lookahead_s = 0.0         # seconds of future input the preprocessing waits for
+    dtype_hint = ""           # added to the wrong-dtype message (how to convert)
 
     def __init__(self, input_spec: dict, windows: bool = False):
         # windows: only window_input will be used (long-form windows of a non-causal model), no live stream
         self.input_spec, self.windows = input_spec, windows
         self.step_shape = tuple(input_spec["step_shape"])
+        self.raw_shape = self.step_shape   # one raw unit (a frame, a feature vector); audio: () for a sample
 
     def describe(self) -> str:
         return f"float tensors (N, {', '.join(map(str, self.step_shape))})"
 
     def check(self, chunk) -> torch.Tensor:
+        """``chunk`` as float32 if it is N raw units of :attr:`raw_shape`, finite; else a TypeError/ValueError
+        naming what is wrong (nothing about the stream has changed yet)."""
         if not isinstance(chunk, torch.Tensor):
             raise TypeError(f"a chunk must be a torch.Tensor of {self.describe()}, got {type(chunk).__name__}")
         if not chunk.is_floating_point():
-            raise TypeError(f"a chunk must hold floats ({self.describe()}), got dtype {chunk.dtype}")
-        if chunk.dim() != 1 + len(self.step_shape) or tuple(chunk.shape[1:]) != self.step_shape:
+            raise TypeError(f"a chunk must hold floats ({self.describe()}), got dtype {chunk.dtype}{self.dtype_hint}")
+        if chunk.dim() != 1 + len(self.raw_shape) or tuple(chunk.shape[1:]) != self.raw_shape:
             raise ValueError(f"a chunk of shape {tuple(chunk.shape)} does not match this model's input: "
                              f"{self.describe()}")
         if not torch.isfinite(chunk).all():

@@ -38,7 +38,8 @@ class AudioStream(StreamInput):
                 "this model's features are normalised per utterance (features.normalize=utterance), which needs "
                 "the whole recording: train the streaming model with features.normalize=global (or none)")
         self.sample_rate, self.hop, self.n_fft = config.sample_rate, config.hop_length, config.fft_size
-        self.raw_per_step = self.hop
+        self.raw_per_step, self.raw_shape = self.hop, ()
+        self.dtype_hint = " (16-bit PCM: divide by 32768)"
         self.lookahead_s = (self.n_fft // 2) / self.sample_rate
         self.extractor = copy.deepcopy(self.pipeline.extractor)
         spectrogram = getattr(self.extractor.transform, "spectrogram", self.extractor.transform)
@@ -46,24 +47,11 @@ class AudioStream(StreamInput):
         self.reset()
 
     def describe(self) -> str:
-        return f"1-D float samples at {self.sample_rate} Hz"
+        return f"mono float samples (N,) at {self.sample_rate} Hz, in [-1, 1] (average the channels first)"
 
     def reset(self) -> None:
         self.buffer = torch.zeros(self.n_fft // 2)   # the left half of the centring padding
         self.samples = 0
-
-    def check(self, chunk) -> torch.Tensor:
-        if not isinstance(chunk, torch.Tensor):
-            raise TypeError(f"an audio chunk must be a torch.Tensor of {self.describe()}, got {type(chunk).__name__}")
-        if chunk.dim() != 1:
-            raise ValueError(f"an audio chunk must be mono samples (N,), got shape {tuple(chunk.shape)}: average "
-                             f"the channels first")
-        if not chunk.is_floating_point():
-            raise TypeError(f"audio chunks must hold float samples in [-1, 1], got dtype {chunk.dtype} (16-bit PCM: "
-                            f"divide by 32768)")
-        if not torch.isfinite(chunk).all():
-            raise ValueError("the audio chunk holds NaN or infinite samples: refused (the stream is unchanged)")
-        return chunk.float()
 
     def accept(self, chunk: torch.Tensor) -> torch.Tensor:
         chunk = self.check(chunk)
