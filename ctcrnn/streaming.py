@@ -207,5 +207,6 @@ class StreamingRecognizer:
             return []
         spf, hyp = self.seconds_per_frame, self.hypothesis
         ends = hyp.ends if hyp.ends is not None else [start + 1 for start in hyp.starts]  # beam: the spike frame
-        return [StreamSegment(self.labels[token], None if spf is None else start * spf, None if spf is None else end * spf)
+        seconds = (lambda frame: None) if spf is None else (lambda frame: frame * spf)
+        return [StreamSegment(self.labels[token], seconds(start), seconds(end))
                 for token, start, end in zip(hyp.tokens, hyp.starts, ends)]
